@@ -1,0 +1,3 @@
+"""`respira` commands: detect."""
+
+from respira.cli.app import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""`respira` commands: evaluate."""
+
+from respira.cli.app import app  # noqa: F401

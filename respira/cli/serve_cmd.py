@@ -1,0 +1,3 @@
+"""`respira` commands: serve."""
+
+from respira.cli.app import app  # noqa: F401

@@ -1,0 +1,550 @@
+"""Audio in: decode any common file or byte string to mono float32, resample, stream in blocks.
+
+Decoders: soundfile (libsndfile: wav, flac, ogg/vorbis, ogg/opus, mp3, aiff) first, PyAV for
+webm, mp4/m4a, aac and as the fallback for anything libsndfile rejects. The container is
+sniffed from the first bytes, never trusted from the file name. Resampling is soxr "HQ"
+(what ``librosa.resample`` does by default), run as one stateful stream in `stream`, so the
+blocks join up to exactly what `load` returns. Every failure is an `AudioError` whose message
+starts with the file name (or ``<bytes>``) and says why.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from respira.errors import AudioError
+
+DEFAULT_SR = 16000
+AUDIO_EXTENSIONS: frozenset[str] = frozenset(
+    {".wav", ".flac", ".ogg", ".opus", ".mp3", ".webm", ".m4a", ".aac", ".mp4", ".aiff", ".aif"}
+)
+MAX_DURATION_S = 48 * 3600.0  # longer is refused as absurd
+SILENT_PEAK = 1e-4  # peak below this (-80 dBFS, a few 16-bit steps) -> "silent"
+CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
+CLIP_FRACTION = 0.001  # more clipped samples than this -> "clipped (x% of samples)"
+VERY_SHORT_S = 0.1  # shorter -> "very short"
+
+AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
+
+_HEAD_BYTES = 1 << 16  # enough to sniff the format and find a WAV data chunk
+_READ_BLOCK_S = 10.0  # native seconds per decoder read while streaming
+_PYAV_ONLY = frozenset({"webm", "mp4", "aac"})  # containers libsndfile cannot read
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Facts about one audio file; `warnings` are quality notes, not errors."""
+
+    path: str
+    duration_s: float
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    warnings: tuple[str, ...]
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def load(
+    src: AudioSource, *, sr: int | None = DEFAULT_SR, start: float | None = None, end: float | None = None
+) -> np.ndarray:
+    """Decode `src` to mono float32 [samples] in [-1, 1] at `sr` Hz (None: the file's own rate).
+
+    `start`/`end` are seconds (end None: to the end). libsndfile formats seek to `start`;
+    PyAV formats (webm, m4a, ...) decode from the top and skip to it.
+    """
+    y, native_sr = load_native(src, start=start, end=end)
+    if sr is None or sr == native_sr:
+        return y
+    return np.clip(resample(y, orig_sr=native_sr, sr=sr), -1.0, 1.0)
+
+
+def load_native(
+    src: AudioSource, *, start: float | None = None, end: float | None = None
+) -> tuple[np.ndarray, int]:
+    """Decode `src` to mono float32 [samples] in [-1, 1] at its own rate; returns (y, rate in Hz)."""
+    with _open(src) as reader:
+        first, stop = _frame_range(reader, start=start, end=end)
+        whole = stop - first if stop is not None else 1 << 62
+        blocks = list(_decode(reader, start=first, stop=stop, block=whole))
+        return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks)), reader.sr
+
+
+def info(src: AudioSource, *, check: bool = True) -> AudioInfo:
+    """Header facts of `src`; `check` decodes it (streaming) for exact length and quality warnings."""
+    with _open(src) as reader:
+        frames = reader.frames if reader.frames is not None else reader.estimated_frames
+        warnings: tuple[str, ...] = ()
+        if check or frames is None:
+            levels = _Levels()
+            frames = 0
+            for y in _decode(reader, start=0, stop=reader.frames, block=round(_READ_BLOCK_S * reader.sr)):
+                levels.update(y)
+                frames += len(y)
+            if check:
+                warnings = tuple(levels.warnings(sr=reader.sr))
+        return AudioInfo(
+            path=reader.name,
+            duration_s=frames / reader.sr,
+            sample_rate=reader.sr,
+            channels=reader.channels,
+            frames=frames,
+            format=reader.format,
+            warnings=warnings,
+        )
+
+
+def stream(src: AudioSource, *, sr: int = DEFAULT_SR, block_s: float = 60.0) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of round(block_s * sr) samples at `sr` (the last may be shorter).
+
+    Memory does not grow with the file's length; the blocks joined equal ``load(src, sr=sr)``.
+    Errors are raised when iteration starts.
+    """
+    size = round(block_s * sr)
+    if sr <= 0 or size < 1:
+        raise ValueError(f"stream needs sr > 0 and block_s * sr >= 1, got sr={sr}, block_s={block_s}")
+    with _open(src) as reader:
+        first, stop = _frame_range(reader, start=None, end=None)
+        native = _decode(reader, start=first, stop=stop, block=max(1, round(_READ_BLOCK_S * reader.sr)))
+        blocks = native if reader.sr == sr else _resample_blocks(native, orig_sr=reader.sr, sr=sr)
+        for y in _rechunk(blocks, size=size):
+            yield np.clip(y, -1.0, 1.0, out=y)
+
+
+def resample(y: np.ndarray, *, orig_sr: int, sr: int) -> np.ndarray:
+    """Resample mono `y` [samples] from `orig_sr` to `sr` Hz (soxr HQ, as librosa); float32 [round(n * sr / orig_sr)]."""
+    if orig_sr <= 0 or sr <= 0:
+        raise ValueError(f"sample rates must be positive, got orig_sr={orig_sr}, sr={sr}")
+    y = np.asarray(y, dtype=np.float32)
+    if orig_sr == sr:
+        return y
+    return soxr.resample(y, orig_sr, sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def quality_warnings(y: np.ndarray, *, sr: int) -> list[str]:
+    """Quality notes for mono `y` [samples] at `sr` Hz: "silent", "clipped (x% of samples)", "very short"."""
+    levels = _Levels()
+    levels.update(np.asarray(y, dtype=np.float32))
+    return levels.warnings(sr=sr)
+
+
+def write_wav(path: str | os.PathLike, y: np.ndarray, *, sr: int) -> None:
+    """Write mono `y` [samples] (floats in [-1, 1], clipped) as a 16-bit PCM WAV at `sr` Hz."""
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise ValueError(f"write_wav takes mono audio [samples], got shape {y.shape}")
+    sf.write(os.fspath(path), np.clip(y, -1.0, 1.0), sr, format="WAV", subtype="PCM_16")
+
+
+# ----------------------------------------------------------------------------- quality
+
+
+@dataclass
+class _Levels:
+    """Running peak and clipped-sample count over blocks of mono audio."""
+
+    samples: int = 0
+    clipped: int = 0
+    peak: float = 0.0
+
+    def update(self, y: np.ndarray) -> None:
+        if y.size:
+            a = np.abs(y)
+            self.samples += a.size
+            self.clipped += int(np.count_nonzero(a >= CLIP_LEVEL))
+            self.peak = max(self.peak, float(a.max()))
+
+    def warnings(self, *, sr: int) -> list[str]:
+        out = []
+        if self.peak < SILENT_PEAK:
+            out.append("silent")
+        if self.samples and self.clipped > CLIP_FRACTION * self.samples:
+            out.append(f"clipped ({100 * self.clipped / self.samples:.1f}% of samples)")
+        if self.samples < VERY_SHORT_S * sr:
+            out.append("very short")
+        return out
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A checked input: a file path, or a seekable in-memory/caller-owned binary file."""
+
+    name: str
+    path: str | None
+    data: BinaryIO | None
+    size: int
+    head: bytes
+
+    def binary(self) -> BinaryIO:
+        """A binary file positioned at the start; the caller closes it only when `path` is set."""
+        if self.path is not None:
+            return open(self.path, "rb")
+        assert self.data is not None
+        self.data.seek(0)
+        return self.data
+
+
+def _resolve(src: AudioSource) -> _Source:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+        if not data:
+            raise AudioError("<bytes>: empty input (0 bytes)")
+        return _Source("<bytes>", None, io.BytesIO(data), len(data), data[:_HEAD_BYTES])
+    if isinstance(src, (str, os.PathLike)):
+        return _resolve_path(os.fspath(src))
+    if hasattr(src, "read"):
+        return _resolve_file(src)
+    raise TypeError(f"audio source must be a path, bytes or a binary file, not {type(src).__name__}")
+
+
+def _resolve_path(path: str) -> _Source:
+    try:
+        st = os.stat(path)
+        if Path(path).is_dir():
+            raise AudioError(f"{path}: is a directory, not an audio file")
+        if st.st_size == 0:
+            raise AudioError(f"{path}: empty file (0 bytes)")
+        with open(path, "rb") as f:
+            head = f.read(_HEAD_BYTES)
+    except FileNotFoundError:
+        raise AudioError(f"{path}: file not found") from None
+    except OSError as e:
+        raise AudioError(f"{path}: cannot read ({e.strerror or e})") from None
+    return _Source(path, path, None, st.st_size, head)
+
+
+def _resolve_file(f: BinaryIO) -> _Source:
+    raw_name = getattr(f, "name", None)
+    name = raw_name if isinstance(raw_name, str) else "<file>"
+    try:
+        if not (getattr(f, "seekable", lambda: False)() and f.tell() == 0):
+            f = io.BytesIO(f.read())
+        size = f.seek(0, io.SEEK_END)
+        f.seek(0)
+        head = f.read(_HEAD_BYTES)
+    except (OSError, ValueError) as e:
+        raise AudioError(f"{name}: cannot read ({e})") from None
+    except TypeError:
+        head = None
+    if not isinstance(head, bytes):
+        raise TypeError(f"{name}: audio file objects must be opened in binary mode")
+    if size == 0:
+        raise AudioError(f"{name}: empty input (0 bytes)")
+    return _Source(name, None, f, size, head)
+
+
+def _sniff(head: bytes) -> str | None:
+    """The container the first bytes name ("wav", "mp3", "webm", ...), "text", or None."""
+    tag = head[:4]
+    if tag in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
+        return "wav"
+    if tag in (b"RF64", b"BW64"):
+        return "rf64"
+    if tag == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
+    if tag == b"fLaC":
+        return "flac"
+    if tag == b"OggS":
+        return "ogg"
+    if tag == b"\x1aE\xdf\xa3":
+        return "webm"
+    if head[4:8] == b"ftyp":
+        return "mp4"
+    if head[:3] == b"ID3":
+        return "mp3"
+    if len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        return "aac" if head[1] & 0x06 == 0 else "mp3"  # ADTS has layer bits 00
+    if _is_text(head):
+        return "text"
+    return None
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\n\r\f\v" for c in text)
+
+
+def _wav_truncation(head: bytes, size: int) -> str | None:
+    """Why a RIFF/WAVE file is cut short (its data chunk runs past the end of the file), else None."""
+    pos, byte_rate, block_align = 12, 0, 1
+    while pos + 8 <= len(head):
+        chunk, n = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if chunk == b"fmt " and pos + 20 <= len(head):
+            byte_rate = int.from_bytes(head[pos + 16 : pos + 20], "little")
+            block_align = max(1, int.from_bytes(head[pos + 20 : pos + 22], "little"))
+        if chunk == b"data":
+            present = size - (pos + 8)
+            if byte_rate and 0 < n < 0xFFFFFFFF and n - present > max(block_align, byte_rate // 100):
+                return (
+                    f"truncated: the header declares {n / byte_rate:.2f} s of audio "
+                    f"but the file holds {max(present, 0) / byte_rate:.2f} s"
+                )
+            return None
+        pos += 8 + n + (n & 1)
+    return None
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+class _Reader(Protocol):
+    """An open decoder; `blocks` yields mono float32 at the native rate, raising only AudioError."""
+
+    name: str
+    sr: int
+    channels: int
+    format: str
+    frames: int | None  # exact length from the header, None when only decoding tells
+    estimated_frames: int | None  # the header's guess, for `info(check=False)`
+
+    def blocks(self, *, start: int, stop: int | None, block: int) -> Iterator[np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+def _to_mono(y: np.ndarray) -> np.ndarray:
+    """[samples, channels] -> float32 [samples], the mean over channels."""
+    return y[:, 0].copy() if y.shape[1] == 1 else y.mean(axis=1, dtype=np.float32)
+
+
+class _SoundFileReader:
+    """libsndfile through soundfile: exact lengths and sample-accurate seeking."""
+
+    def __init__(self, source: _Source, kind: str | None) -> None:
+        self.name = source.name
+        try:
+            self._f = sf.SoundFile(source.path if source.path is not None else source.binary())
+        except (sf.SoundFileError, RuntimeError, ValueError) as e:
+            reason = getattr(e, "error_string", None) or str(e)
+            # libsndfile says this of any MP3 it cannot parse, even one that exists
+            raise AudioError("unparsable" if "does not exist" in reason else reason) from None
+        self.sr, self.channels = self._f.samplerate, self._f.channels
+        self.format = f"{self._f.format}/{self._f.subtype}"
+        self.frames = self.estimated_frames = self._f.frames
+
+    def blocks(self, *, start: int, stop: int | None, block: int) -> Iterator[np.ndarray]:
+        try:
+            if start:
+                self._f.seek(start)
+            left = (self._f.frames if stop is None else stop) - start
+            while left > 0:
+                y = self._f.read(min(block, left), dtype="float32", always_2d=True)
+                if not len(y):
+                    return
+                left -= len(y)
+                yield _to_mono(y)
+        except (sf.SoundFileError, RuntimeError, ValueError) as e:
+            reason = getattr(e, "error_string", None) or str(e)
+            raise AudioError(f"{self.name}: corrupt or truncated data ({reason})") from None
+
+    def close(self) -> None:
+        self._f.close()
+
+
+_PCM_SCALE = {"u8": 1 / 128, "s16": 1 / 32768, "s32": 1 / 2**31, "s64": 1 / 2**63, "flt": 1.0, "dbl": 1.0}
+
+
+def _frame_to_mono(frame) -> np.ndarray:
+    """A PyAV AudioFrame (any sample format, planar or packed) -> float32 [samples], mean over channels."""
+    fmt = frame.format.name.removesuffix("p")
+    channels = frame.layout.nb_channels
+    a = frame.to_ndarray()
+    if not frame.format.is_planar:
+        a = a.reshape(-1, channels).T
+    y = a.astype(np.float32)
+    if fmt == "u8":
+        y -= 128.0
+    y *= _PCM_SCALE[fmt]
+    return y[0] if channels == 1 else y.mean(axis=0)
+
+
+class _PyAVReader:
+    """FFmpeg through PyAV: containers libsndfile lacks, and files without a length in the header.
+
+    A start is reached by decoding from the top and skipping: container timestamps (Matroska's
+    are milliseconds) cannot place a seek on the exact sample.
+    """
+
+    def __init__(self, source: _Source, kind: str | None) -> None:
+        import av
+
+        self._av = av
+        self.name = source.name
+        self._file = source.binary()
+        self._owns_file = source.path is not None
+        try:
+            self._container = av.open(self._file, mode="r")
+        except av.FFmpegError as e:
+            self.close()
+            raise AudioError(e.strerror or str(e)) from None
+        if not self._container.streams.audio:
+            self.close()
+            raise AudioError("no audio stream")
+        self._stream = stream = self._container.streams.audio[0]
+        self.sr = stream.codec_context.sample_rate
+        self.channels = stream.codec_context.channels
+        container = (kind if kind in _PYAV_ONLY else self._container.format.name.split(",")[0]).upper()
+        self.format = f"{container}/{stream.codec_context.name.upper()}"
+        self.frames = None
+        if stream.duration and stream.time_base:
+            seconds = float(stream.duration * stream.time_base)
+        elif self._container.duration:
+            seconds = self._container.duration / av.time_base
+        else:
+            seconds = None
+        self.estimated_frames = None if seconds is None else round(seconds * self.sr)
+
+    def blocks(self, *, start: int, stop: int | None, block: int) -> Iterator[np.ndarray]:
+        def trimmed() -> Iterator[np.ndarray]:
+            pos = 0
+            for frame in self._container.decode(self._stream):
+                y = _frame_to_mono(frame)
+                lo, hi = max(start - pos, 0), len(y) if stop is None else min(len(y), stop - pos)
+                if lo < hi:
+                    yield y[lo:hi]
+                pos += len(y)
+                if stop is not None and pos >= stop:
+                    return
+
+        try:
+            yield from _rechunk(trimmed(), size=block)
+        except self._av.FFmpegError as e:
+            raise AudioError(f"{self.name}: corrupt or truncated data ({e.strerror or e})") from None
+
+    def close(self) -> None:
+        if getattr(self, "_container", None) is not None:
+            self._container.close()
+            self._container = None
+        if self._owns_file:
+            self._file.close()
+
+
+_READERS = {"soundfile": _SoundFileReader, "pyav": _PyAVReader}
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+@contextmanager
+def _open(src: AudioSource) -> Iterator[_Reader]:
+    """Check `src`, sniff its content and open the first decoder that accepts it."""
+    source = _resolve(src)
+    kind = _sniff(source.head)
+    if kind == "text":
+        raise AudioError(f"{source.name}: not audio (a text file)")
+    if kind == "wav" and (why := _wav_truncation(source.head, source.size)):
+        raise AudioError(f"{source.name}: {why}")
+    reasons = []
+    for backend in ("pyav",) if kind in _PYAV_ONLY else ("soundfile", "pyav"):
+        try:
+            reader = _READERS[backend](source, kind)
+            break
+        except AudioError as e:
+            reasons.append(f"{backend}: {e}")
+    else:
+        what = "not a recognised audio format" if kind is None else f"cannot decode {kind} data, corrupt or truncated"
+        raise AudioError(f"{source.name}: {what} ({'; '.join(reasons)})")
+    try:
+        _check_header(reader)
+        yield reader
+    finally:
+        reader.close()
+
+
+def _check_header(reader: _Reader) -> None:
+    if not 1 <= reader.sr <= 1_000_000 or reader.channels < 1:
+        raise AudioError(f"{reader.name}: impossible header ({reader.sr} Hz, {reader.channels} channels)")
+    if reader.frames == 0:
+        raise AudioError(f"{reader.name}: no audio samples (0 frames)")
+    if reader.estimated_frames and reader.estimated_frames > MAX_DURATION_S * reader.sr:
+        raise AudioError(
+            f"{reader.name}: the header claims {reader.estimated_frames / reader.sr / 3600:.1f} h of audio, "
+            f"over the {MAX_DURATION_S / 3600:.0f} h limit"
+        )
+
+
+def _frame_range(reader: _Reader, *, start: float | None, end: float | None) -> tuple[int, int | None]:
+    """`start`/`end` seconds -> (first frame, stop frame or None for "to the end"), checked."""
+    start = 0.0 if start is None else float(start)
+    if start < 0 or (end is not None and end <= start):
+        raise AudioError(f"{reader.name}: bad range start={start} s, end={end} s (need 0 <= start < end)")
+    first = round(start * reader.sr)
+    stop = None if end is None else round(float(end) * reader.sr)
+    if reader.frames is not None:
+        if first >= reader.frames:
+            raise AudioError(
+                f"{reader.name}: start {start} s is beyond the end of the audio ({reader.frames / reader.sr:.3f} s)"
+            )
+        stop = reader.frames if stop is None else min(stop, reader.frames)
+    return first, stop
+
+
+def _decode(reader: _Reader, *, start: int, stop: int | None, block: int) -> Iterator[np.ndarray]:
+    """Mono float32 blocks in [-1, 1] of frames [start, stop), checked for absurd and short lengths."""
+    limit = MAX_DURATION_S * reader.sr
+    count = 0
+    for y in reader.blocks(start=start, stop=stop, block=block):
+        count += len(y)
+        if start + count > limit:
+            raise AudioError(f"{reader.name}: longer than the {MAX_DURATION_S / 3600:.0f} h limit")
+        yield np.clip(y, -1.0, 1.0, out=y)
+    if count == 0:
+        if start:
+            raise AudioError(f"{reader.name}: start {start / reader.sr} s is beyond the end of the audio")
+        raise AudioError(f"{reader.name}: no audio samples (0 frames)")
+    if stop is not None and reader.frames is not None:
+        missing = stop - start - count
+        if missing > max(0.1 * reader.sr, 0.01 * (stop - start)):
+            raise AudioError(
+                f"{reader.name}: truncated or corrupt: the header declares {reader.frames / reader.sr:.2f} s "
+                f"but only {(start + count) / reader.sr:.2f} s decode"
+            )
+
+
+def _resample_blocks(blocks: Iterable[np.ndarray], *, orig_sr: int, sr: int) -> Iterator[np.ndarray]:
+    """One continuous soxr HQ resampling over consecutive blocks; the same output as `resample` on their join."""
+    resampler = soxr.ResampleStream(orig_sr, sr, 1, dtype="float32", quality="HQ")
+    for y in blocks:
+        out = resampler.resample_chunk(y, last=False)
+        if len(out):
+            yield out
+    tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+    if len(tail):
+        yield tail
+
+
+def _rechunk(blocks: Iterable[np.ndarray], *, size: int) -> Iterator[np.ndarray]:
+    """Regroup 1-D blocks into blocks of exactly `size` samples (the last may be shorter)."""
+    pending: list[np.ndarray] = []
+    have = 0
+    for y in blocks:
+        pending.append(y)
+        have += len(y)
+        if have >= size:
+            joined = pending[0] if len(pending) == 1 else np.concatenate(pending)
+            whole = have - have % size
+            for i in range(0, whole, size):
+                yield joined[i : i + size]
+            pending = [joined[whole:]] if whole < have else []
+            have -= whole
+    if have:
+        yield pending[0] if len(pending) == 1 else np.concatenate(pending)

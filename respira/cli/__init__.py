@@ -42,6 +42,6 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("interrupted")
         rc = 130
     except RespiraError as e:
-        err_console.print(f"error: {e}", markup=False, highlight=False)
+        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         rc = 2
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -1,0 +1,12 @@
+"""Importers: each public data set's layout -> a manifest, through one registry.
+
+`import_dataset("nonverbal", src)`; `IMPORTERS` lists the formats. Importers read metadata
+and list files only (they never decode audio) and report skipped rows as `DataWarning`.
+"""
+
+from respira.data.importers.registry import IMPORTERS, import_dataset, register
+
+# Importing a module registers its importers.
+from respira.data.importers import covid, generic, lung, vocal  # noqa: F401,E402
+
+__all__ = ["IMPORTERS", "import_dataset", "register"]

@@ -1,0 +1,281 @@
+"""Importers for COVID-19 / respiratory-health cough sets: covid19-cough (clips and whole calls),
+COUGHVID, Coswara, Virufy. Their labels are subject status (covid19, negative, healthy, ...);
+the kind of sound (cough, breathing, ...) is in the `sound` column."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from respira.data.importers.registry import audio_index, expect_file, find_file, keep_existing, register, warn
+from respira.data.labels import map_label
+from respira.data.manifest import from_records
+from respira.errors import DataError
+
+COUGHVID_LABELS = {"covid_19": "covid19", "": "unknown"}
+COSWARA_LABELS = {"positive_mild": "covid19", "positive_moderate": "covid19", "positive_asymp": "covid19"}
+COSWARA_RECORDINGS = (
+    "breathing-deep", "breathing-shallow", "cough-heavy", "cough-shallow",
+    "counting-fast", "counting-normal", "vowel-a", "vowel-e", "vowel-o",
+)  # fmt: skip
+VIRUFY_LABELS = {
+    "positive": "covid19", "pos": "covid19", "true": "covid19", "1": "covid19",
+    "neg": "negative", "false": "negative", "0": "negative",
+}  # fmt: skip
+_COUGHVID_KEEP = ("cough_detected", "age", "sex", "respiratory_condition", "fever_muscle_pain")
+_EXPERT_COLUMN = re.compile(r"_[123]$")
+_SEGMENT = re.compile(r"^(.*)-(\d+)$")
+_VIRUFY_FILE_COLUMNS = ("cough_filename", "filename", "file", "path")
+_VIRUFY_LABEL_COLUMNS = ("corona_test", "pcr_test_result", "covid19", "covid_status", "label")
+
+
+def _covid19_metadata(src: Path, fmt: str) -> list[dict]:
+    path = expect_file(src / "metadata.json", fmt, "metadata")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{fmt}: cannot read {path}: {e}") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "filename" in e for e in entries):
+        raise DataError(f"{fmt}: {path} should be a list of {{\"filename\", \"covid19\", \"source\", ...}}")
+    return entries
+
+
+def _covid19_label(covid19: object) -> str:
+    return "covid19" if covid19 is True else "negative" if covid19 is False else "unknown"
+
+
+def _covid19_columns(entry: dict) -> dict:
+    return {k: entry.get(k) for k in ("source", "verified", "asymptomatic", "kind", "comment")} | {"sound": "cough"}
+
+
+@register("covid19-cough")
+def import_covid19_cough(src: Path) -> pd.DataFrame:
+    """covid19-cough clips: `raw/{uuid}.mp3` and `metadata.json` (list of {"filename", "covid19", "verified",
+    "asymptomatic", "comment", "source", "kind"}). One row per clip; label covid19 / negative; subject =
+    uuid (shared with the whole call it was cut from); a clip without "covid19" is labelled unknown.
+    Files are not decoded: broken ones stay listed."""
+    records = [
+        {
+            "path": str(src / "raw" / e["filename"]),
+            "label": _covid19_label(e.get("covid19")),
+            "subject": Path(e["filename"]).stem,
+            "source_label": f"covid19={e.get('covid19')}",
+            **_covid19_columns(e),
+        }
+        for e in _covid19_metadata(src, "covid19-cough")
+    ]
+    return from_records(keep_existing(records, "covid19-cough"))
+
+
+@register("covid19-cough-uncut")
+def import_covid19_cough_uncut(src: Path) -> pd.DataFrame:
+    """covid19-cough whole calls: as covid19-cough plus "start_at" / "end_at" (s) of the one annotated
+    cough per call -> one event row per valid annotation (label cough, column covid19); an
+    annotation with end_at <= start_at or a missing time is skipped with a warning naming the file."""
+    entries = _covid19_metadata(src, "covid19-cough-uncut")
+    if not any("start_at" in e for e in entries):
+        raise DataError(
+            f"covid19-cough-uncut: {src / 'metadata.json'} has no start_at/end_at; use format covid19-cough"
+        )
+    records = []
+    for e in entries:
+        start, end = _seconds(e.get("start_at")), _seconds(e.get("end_at"))
+        if start is None or end is None or not 0 <= start < end:
+            times = f"start_at={e.get('start_at')} end_at={e.get('end_at')}"
+            warn(f"covid19-cough-uncut: {e['filename']}: invalid annotation {times}; skipped")
+            continue
+        records.append({
+            "path": str(src / "raw" / e["filename"]),
+            "label": "cough",
+            "start": start,
+            "end": end,
+            "subject": Path(e["filename"]).stem,
+            "source_label": "cough",
+            "covid19": e.get("covid19"),
+            **_covid19_columns(e),
+        })  # fmt: skip
+    return from_records(keep_existing(records, "covid19-cough-uncut"))
+
+
+def _text(value: object) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _seconds(value: object) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+@register("coughvid")
+def import_coughvid(src: Path) -> pd.DataFrame:
+    """COUGHVID: `metadata_compiled.csv` and `{uuid}.webm` / `{uuid}.ogg` beside it (or below SRC).
+
+    label from status (healthy, symptomatic, COVID-19 -> covid19, empty -> unknown); subject = uuid;
+    columns cough_detected (0-1, a regression target), age, sex, respiratory_condition,
+    fever_muscle_pain and the expert labels (quality_1 ... severity_3). Rows without audio are
+    skipped, counted in one warning.
+    """
+    meta = find_file("metadata_compiled.csv", src)
+    if meta is None:
+        raise DataError(f"coughvid: expected {src / 'metadata_compiled.csv'} with the audio beside it")
+    table = pd.read_csv(meta, dtype={"uuid": str, "status": str, "gender": str})
+    if not {"uuid", "status"} <= set(table.columns):
+        raise DataError(f"coughvid: {meta} lacks the uuid / status columns")
+    table = table.rename(columns={"gender": "sex"})
+    audio = audio_index(src)
+    expert = [c for c in table.columns if _EXPERT_COLUMN.search(c)]
+    keep = [c for c in _COUGHVID_KEEP if c in table.columns] + expert
+    records, missing = [], 0
+    for row in table.to_dict("records"):
+        path = audio.get(row["uuid"])
+        if path is None:
+            missing += 1
+            continue
+        status = _text(row["status"])
+        records.append({
+            "path": str(path),
+            "label": map_label(status, COUGHVID_LABELS),
+            "subject": row["uuid"],
+            "source_label": status,
+            "sound": "cough",
+            **{k: row[k] for k in keep},
+        })  # fmt: skip
+    if missing:
+        warn(f"coughvid: skipped {missing} of {len(table)} row(s) of {meta.name} with no {{uuid}}.webm/.ogg in {src}")
+    if not records:
+        raise DataError(f"coughvid: no audio under {src} matches a uuid of {meta}")
+    df = from_records(records)
+    if "cough_detected" in df.columns:
+        df["cough_detected"] = pd.to_numeric(df["cough_detected"], errors="coerce").astype(float)
+    return df
+
+
+@register("coswara")
+def import_coswara(src: Path, *, sounds: str | None = None) -> pd.DataFrame:
+    """Coswara: `combined_data.csv` (id, a, covid_status, record_date, g, ...; in SRC or its parent) and
+    `{date}/{id}/{recording}.wav` under SRC -> one row per existing file.
+
+    Columns: recording (cough-heavy, vowel-a, ...), sound (its kind: cough, breathing, counting,
+    vowel), sex, age and the other participant columns. label from covid_status (positive_* ->
+    covid19, others normalised); subject = id. `sounds`: comma-separated recordings or kinds to
+    keep, e.g. "cough-heavy,cough-shallow" or "cough".
+    """
+    meta = find_file("combined_data.csv", src, src.parent)
+    if meta is None:
+        raise DataError(f"coswara: expected combined_data.csv in {src} or {src.parent}")
+    table = pd.read_csv(meta, dtype={"id": str, "covid_status": str, "g": str})
+    if not {"id", "covid_status"} <= set(table.columns):
+        raise DataError(f"coswara: {meta} lacks the id / covid_status columns")
+    wanted = _coswara_wanted(sounds)
+    people = {r["id"]: r for r in table.rename(columns={"a": "age", "g": "sex"}).to_dict("records")}
+    records, strangers = [], set()
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        person = os.path.basename(root)
+        for name in sorted(files):
+            recording, ext = os.path.splitext(name)
+            if ext.lower() != ".wav" or recording not in wanted:
+                continue
+            if person not in people:
+                strangers.add(person)
+                continue
+            info = {k: v for k, v in people[person].items() if k not in ("id", "covid_status")}
+            status = _text(people[person]["covid_status"])
+            records.append({
+                "path": os.path.join(root, name),
+                "label": map_label(status, COSWARA_LABELS),
+                "subject": person,
+                "source_label": status,
+                "recording": recording,
+                "sound": recording.split("-")[0],
+                **info,
+            })  # fmt: skip
+    if strangers:
+        first = sorted(strangers)[0]
+        warn(f"coswara: skipped recordings of {len(strangers)} participant folder(s) not in {meta.name}, e.g. {first}")
+    if not records:
+        raise DataError(f"coswara: no {{date}}/{{id}}/{{recording}}.wav files under {src} for ids in {meta}")
+    return from_records(records)
+
+
+def _coswara_wanted(sounds: str | None) -> set[str]:
+    """Recording names selected by comma-separated recordings or kinds (all when None)."""
+    if sounds is None:
+        return set(COSWARA_RECORDINGS)
+    asked = {s.strip() for s in sounds.split(",") if s.strip()}
+    kinds = {r.split("-")[0] for r in COSWARA_RECORDINGS}
+    unknown = sorted(asked - set(COSWARA_RECORDINGS) - kinds)
+    if unknown or not asked:
+        raise DataError(
+            f"coswara: unknown sounds {', '.join(unknown) or repr(sounds)}; "
+            f"choose from {', '.join(COSWARA_RECORDINGS)} or {', '.join(sorted(kinds))}"
+        )
+    return {r for r in COSWARA_RECORDINGS if r in asked or r.split("-")[0] in asked}
+
+
+@register("virufy")
+def import_virufy(src: Path, *, segmented: bool = True) -> pd.DataFrame:
+    """Virufy open clinical data: `labels.csv` (in SRC or SRC/clinical) listing one recording per patient
+    and the audio below SRC (`original/`, `segmented/{neg,pos}/`).
+
+    Column names differ between releases; the first present of each is used: file
+    cough_filename / filename / file / path; label corona_test / pcr_test_result / covid19 /
+    covid_status / label (positive -> covid19, negative); subject patient_id, else the recording's
+    file stem. With `segmented` (default) a recording whose segments `{stem}-{n}.{ext}` exist
+    gives one row per segment (column segment = n); otherwise the recording itself.
+    """
+    meta = find_file("labels.csv", src, src / "clinical")
+    if meta is None:
+        raise DataError(f"virufy: expected labels.csv in {src} or {src / 'clinical'}")
+    table = pd.read_csv(meta, dtype=str, keep_default_na=False)
+    columns = {c.strip().lower(): c for c in table.columns}
+    file_col = next((columns[c] for c in _VIRUFY_FILE_COLUMNS if c in columns), None)
+    label_col = next((columns[c] for c in _VIRUFY_LABEL_COLUMNS if c in columns), None)
+    if file_col is None or label_col is None:
+        raise DataError(
+            f"virufy: {meta} needs a file column ({' / '.join(_VIRUFY_FILE_COLUMNS)}) and a label column "
+            f"({' / '.join(_VIRUFY_LABEL_COLUMNS)}); it has {', '.join(table.columns)}"
+        )
+    subject_col = columns.get("patient_id")
+    audio = audio_index(src)
+    segments = _virufy_segments(audio) if segmented else {}
+    records, missing = [], []
+    for row in table.to_dict("records"):
+        stem = Path(row[file_col]).stem
+        raw = row[label_col]
+        base = {
+            "label": map_label(raw, VIRUFY_LABELS),
+            "subject": row[subject_col] if subject_col and row[subject_col] else stem,
+            "source_label": raw,
+            "recording": stem,
+            "sound": "cough",
+            **{("sex" if k.strip().lower() == "gender" else k): v
+               for k, v in row.items() if k not in (file_col, label_col, subject_col)},
+        }  # fmt: skip
+        if stem in segments:
+            records += [{"path": str(p), **base, "segment": n} for n, p in segments[stem]]
+        elif stem in audio:
+            records.append({"path": str(audio[stem]), **base})
+        else:
+            missing.append(row[file_col])
+    if missing:
+        warn(f"virufy: skipped {len(missing)} recording(s) of {meta.name} with no audio under {src}, e.g. {missing[0]}")
+    if not records:
+        raise DataError(f"virufy: no audio under {src} for the recordings in {meta}")
+    return from_records(records)
+
+
+def _virufy_segments(audio: dict[str, Path]) -> dict[str, list[tuple[int, Path]]]:
+    """Recording stem -> [(n, path)] for segment files named `{stem}-{n}`."""
+    out: dict[str, list[tuple[int, Path]]] = {}
+    for stem, path in audio.items():
+        m = _SEGMENT.match(stem)
+        if m:
+            out.setdefault(m[1], []).append((int(m[2]), path))
+    return {k: sorted(v) for k, v in out.items()}

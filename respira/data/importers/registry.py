@@ -1,0 +1,127 @@
+"""The importer registry and the helpers every importer shares."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from respira.data.manifest import DataWarning
+from respira.errors import DataError
+
+Importer = Callable[..., pd.DataFrame]
+
+#: Importer name -> function(src: Path, **options) -> manifest DataFrame.
+IMPORTERS: dict[str, Importer] = {}
+
+
+def register(name: str) -> Callable[[Importer], Importer]:
+    """Decorator: add an importer under `name` (the FORMAT of `respira data import`)."""
+
+    def add(fn: Importer) -> Importer:
+        if name in IMPORTERS:
+            raise ValueError(f"importer {name!r} registered twice")
+        IMPORTERS[name] = fn
+        return fn
+
+    return add
+
+
+def import_dataset(fmt: str, src: str | os.PathLike, **opts: object) -> pd.DataFrame:
+    """A manifest for the data set at `src` in layout `fmt`; reads metadata and lists files, never decodes audio.
+
+    Importer warnings (skipped rows, missing files) are issued as `DataWarning`. Option values
+    given as strings (from the command line) are converted to the option's type (bool, int).
+    """
+    fn = IMPORTERS.get(fmt)
+    if fn is None:
+        raise DataError(f"unknown data set format {fmt!r}; known formats: {', '.join(sorted(IMPORTERS))}")
+    src = Path(src).expanduser()
+    if not src.exists():
+        raise DataError(f"{fmt}: source not found: {src}")
+    return fn(src, **_coerce_options(fmt, fn, opts))
+
+
+def _coerce_options(fmt: str, fn: Importer, opts: dict[str, object]) -> dict[str, object]:
+    params = {name: p for name, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    out: dict[str, object] = {}
+    for key, value in opts.items():
+        name = key.replace("-", "_")
+        if name not in params:
+            known = ", ".join(params) or "none"
+            raise DataError(f"{fmt}: unknown option {key!r} (options: {known})")
+        default = params[name].default
+        if isinstance(value, str) and isinstance(default, bool):
+            value = _parse_bool(fmt, key, value)
+        elif isinstance(value, str) and isinstance(default, int):
+            try:
+                value = int(value)
+            except ValueError:
+                raise DataError(f"{fmt}: option {key!r} must be an integer, got {value!r}") from None
+        out[name] = value
+    return out
+
+
+def _parse_bool(fmt: str, key: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise DataError(f"{fmt}: option {key!r} must be true or false, got {value!r}")
+
+
+def warn(message: str) -> None:
+    """Issue an importer warning (a `DataWarning`; the CLI prints these on stderr)."""
+    warnings.warn(message, DataWarning, stacklevel=3)
+
+
+def expect_file(path: Path, fmt: str, what: str = "") -> Path:
+    """`path` if it is a file, else DataError saying which file the layout of `fmt` expects."""
+    if not path.is_file():
+        raise DataError(f"{fmt}: expected {what + ' ' if what else ''}file {path}")
+    return path
+
+
+def find_file(names: str | tuple[str, ...], *folders: Path) -> Path | None:
+    """The first `folder/name` that exists, each name tried in every folder before the next name; or None."""
+    names = (names,) if isinstance(names, str) else names
+    return next((f / n for n in names for f in folders if (f / n).is_file()), None)
+
+
+def audio_index(folder: Path) -> dict[str, Path]:
+    """Audio files under `folder` (recursively) keyed by file stem; the first in sorted order wins."""
+    index: dict[str, Path] = {}
+    for p in list_audio(folder):
+        index.setdefault(p.stem, p)
+    return index
+
+
+def list_audio(folder: Path) -> list[Path]:
+    """Sorted audio files under `folder`, recursively, by `respira.audio.AUDIO_EXTENSIONS`; hidden ones skipped."""
+    from respira.audio import AUDIO_EXTENSIONS
+
+    def is_audio(name: str) -> bool:
+        return not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
+
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.extend(Path(root) / f for f in files if is_audio(f))
+    return sorted(found)
+
+
+def keep_existing(records: list[dict], fmt: str) -> list[dict]:
+    """`records` whose `path` is a file; the others are skipped with one warning that counts them."""
+    kept = [r for r in records if os.path.isfile(r["path"])]
+    if len(kept) < len(records):
+        first = next(r["path"] for r in records if not os.path.isfile(r["path"]))
+        warn(f"{fmt}: skipped {len(records) - len(kept)} row(s) whose audio file is missing, e.g. {first}")
+    if not kept:
+        example = f" (e.g. {records[0]['path']})" if records else ""
+        raise DataError(f"{fmt}: none of the {len(records)} listed audio files exist{example}")
+    return kept

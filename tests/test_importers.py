@@ -155,6 +155,21 @@ def test_covid19_cough_uncut_events_and_invalid_annotation_warned(tmp_path, clip
         import_dataset("covid19-cough-uncut", tmp_path)
 
 
+def test_covid19_cough_uncut_background_rows_stay_away_from_the_cough(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_wav(raw / "call.wav", np.zeros(60 * 8000, dtype=np.float32), sr=8000)  # a 60-s call
+    meta = [{"filename": "call.wav", "start_at": 20.0, "end_at": 22.0, "covid19": True, "source": "call-center"}]
+    (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    df = import_dataset("covid19-cough-uncut", tmp_path, background=3, background_s=4.0, ignore_around=10.0)
+    bg = df[df["label"] == "background"]
+    assert len(bg) == 3 and set(df["subject"]) == {"call"}
+    assert ((bg["end"] - bg["start"]) == 4.0).all()
+    # [0, 10) and (32, 60] are free: nothing of a background row may fall within 10 s of 20..22 s.
+    assert ((bg["end"] <= 10.0) | (bg["start"] >= 32.0)).all()
+    assert bg["end"].max() <= 60.0
+
+
 def test_esc50_layout(tmp_path, clip):
     (tmp_path / "meta").mkdir()
     (tmp_path / "meta" / "esc50.csv").write_text(

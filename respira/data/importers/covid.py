@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from respira.data.importers.registry import audio_index, expect_file, find_file, keep_existing, register, warn
@@ -72,10 +73,18 @@ def import_covid19_cough(src: Path) -> pd.DataFrame:
 
 
 @register("covid19-cough-uncut")
-def import_covid19_cough_uncut(src: Path) -> pd.DataFrame:
+def import_covid19_cough_uncut(
+    src: Path, *, background: int = 0, background_s: float = 4.0, ignore_around: float = 10.0
+) -> pd.DataFrame:
     """covid19-cough whole calls: as covid19-cough plus "start_at" / "end_at" (s) of the one annotated
     cough per call -> one event row per valid annotation (label cough, column covid19); an
-    annotation with end_at <= start_at or a missing time is skipped with a warning naming the file."""
+    annotation with end_at <= start_at or a missing time is skipped with a warning naming the file.
+
+    `background` > 0 adds up to that many rows per call of label `background` (phone speech, line
+    noise, silence: hard negatives for a cough detector), each `background_s` long, spread evenly
+    over the parts of the call more than `ignore_around` s from the annotated cough (unannotated
+    coughs cluster around it). Reads each call's header for its duration.
+    """
     entries = _covid19_metadata(src, "covid19-cough-uncut")
     if not any("start_at" in e for e in entries):
         raise DataError(
@@ -98,7 +107,27 @@ def import_covid19_cough_uncut(src: Path) -> pd.DataFrame:
             "covid19": e.get("covid19"),
             **_covid19_columns(e),
         })  # fmt: skip
+        if background > 0:
+            records += _background_rows(records[-1], count=background, length=background_s, margin=ignore_around)
     return from_records(keep_existing(records, "covid19-cough-uncut"))
+
+
+def _background_rows(event: dict, *, count: int, length: float, margin: float) -> list[dict]:
+    """Up to `count` rows of `length` s from the call of `event`, all > `margin` s from the event."""
+    from respira.audio import info
+    from respira.errors import AudioError
+
+    try:
+        duration = info(event["path"], check=False).duration_s
+    except AudioError as e:
+        warn(f"covid19-cough-uncut: no background rows: {e}")
+        return []
+    free = [(0.0, event["start"] - margin), (event["end"] + margin, duration)]
+    slots = [(a + i * length, a + (i + 1) * length) for a, b in free for i in range(int(max(b - a, 0) // length))]
+    picks = np.linspace(0, len(slots) - 1, min(count, len(slots))).round().astype(int) if slots else []
+    base = {k: v for k, v in event.items() if k not in ("start", "end")}
+    return [base | {"start": slots[i][0], "end": slots[i][1], "label": "background", "source_label": "background",
+                    "sound": "background"} for i in dict.fromkeys(picks)]
 
 
 def _text(value: object) -> str:

@@ -1,0 +1,89 @@
+"""`DetectConfig`: every setting of the long-recording detector, one frozen dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from respira.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """How a long recording becomes events.
+
+    Reading: the file is streamed in blocks of `block_s` seconds. Energy: frame levels (dBFS)
+    over `gate_frame_s` frames, high-passed at `gate_highpass_hz` (0: off); the noise floor
+    is the `gate_percentile`-th percentile of the last `gate_floor_s` seconds of frames
+    (updated every `gate_floor_step_s`). A frame is *loud* when its level exceeds
+    max(floor + `gate_db`, `gate_min_dbfs`), *sounding* when it exceeds floor + `extend_db`.
+    Gate: only windows within `gate_pad_s` of a loud frame are scored (`gate=False`: every
+    window is scored). Windows: `window_s` seconds (None: the model's clip_seconds) every
+    `hop_s` seconds; `batch_size` windows per call to the scorer.
+
+    Events (energy bursts, one per cough): runs of sounding frames that hold a loud frame;
+    runs less than `merge_gap_s` apart are joined, then split where a new burst starts (the
+    level jumps by `onset_db` within 40 ms) and where longer than `max_event_s` (at the
+    quietest frame), trimmed to their sounding frames and dropped when shorter than
+    `min_event_s`. Each is scored with the highest positive-class probability of the windows
+    that contain its loudest frame. Candidates with score >= min(`candidate_floor`,
+    `threshold`) are kept; events are the candidates with score >= `threshold`, so the events
+    at any higher threshold are exactly the candidates above it. Events less than
+    `bout_gap_s` apart form one bout.
+    """
+
+    block_s: float = 60.0
+    window_s: float | None = None
+    hop_s: float = 0.25
+    gate: bool = True
+    gate_frame_s: float = 0.02
+    gate_highpass_hz: float = 150.0
+    gate_floor_s: float = 30.0
+    gate_floor_step_s: float = 1.0
+    gate_percentile: float = 10.0
+    gate_db: float = 8.0
+    extend_db: float = 3.0
+    gate_min_dbfs: float = -70.0
+    gate_pad_s: float = 0.5
+    threshold: float = 0.5
+    candidate_floor: float = 0.05
+    merge_gap_s: float = 0.15
+    onset_db: float = 12.0
+    min_event_s: float = 0.06
+    max_event_s: float = 1.5
+    bout_gap_s: float = 2.0
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        problems = _problems(self)
+        if problems:
+            raise ConfigError(f"detect config: {'; '.join(problems)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values."""
+        return dataclasses.asdict(self)
+
+    def segmentation(self) -> dict[str, Any]:
+        """The settings that shape candidates (all but threshold and bout_gap_s): a resumed
+        result is reusable exactly when these match."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("threshold", "bout_gap_s", "batch_size")}
+
+
+def _problems(c: DetectConfig) -> list[str]:
+    positive = ("block_s", "hop_s", "gate_frame_s", "gate_floor_s", "gate_floor_step_s", "min_event_s", "max_event_s")
+    rules = [(getattr(c, k) > 0 and math.isfinite(getattr(c, k)), f"{k} must be > 0, got {getattr(c, k)}") for k in positive]
+    rules += [
+        (c.window_s is None or c.window_s > 0, f"window_s must be > 0 or None, got {c.window_s}"),
+        (0 <= c.gate_percentile <= 100, f"gate_percentile must be in [0, 100], got {c.gate_percentile}"),
+        (c.gate_floor_s >= c.gate_floor_step_s, "gate_floor_s must be >= gate_floor_step_s"),
+        (c.gate_highpass_hz >= 0, f"gate_highpass_hz must be >= 0, got {c.gate_highpass_hz}"),
+        (c.gate_db >= 0 and c.extend_db >= 0 and c.gate_pad_s >= 0 and c.merge_gap_s >= 0 and c.bout_gap_s >= 0 and c.onset_db > 0,
+         "gate_db, extend_db, gate_pad_s, merge_gap_s, bout_gap_s must be >= 0 and onset_db > 0"),
+        (0 <= c.candidate_floor <= 1, f"candidate_floor must be in [0, 1], got {c.candidate_floor}"),
+        (0 <= c.threshold <= 1, f"threshold must be in [0, 1], got {c.threshold}"),
+        (c.max_event_s >= 2 * c.min_event_s, "max_event_s must be >= 2 * min_event_s"),
+        (c.batch_size >= 1, f"batch_size must be >= 1, got {c.batch_size}"),
+    ]
+    return [message for ok, message in rules if not ok]

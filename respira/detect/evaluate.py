@@ -1,0 +1,252 @@
+"""Event-level evaluation of a detector on annotated long recordings.
+
+At threshold t, with detections of score >= t:
+
+- an annotated event is *found* when a detection overlaps it, each widened by tolerance_s;
+- a detection that overlaps an annotated event (with the tolerance) is a *true detection*;
+  one that does not but lies within ignore_around_s of an annotated event is *ignored*
+  (neither hit nor false alarm: unannotated parts of a bout, echoes); any other is a
+  *false alarm*;
+- sensitivity = found / annotated events; false_alarms_per_hour = false alarms / hours
+  outside the zones of ignore_around_s around every annotated event; precision = true
+  detections / (true detections + false alarms).
+
+Every file of the manifest counts (its hours and its missed events), with or without
+detections. Detections name files by path; they are matched to the manifest's files by
+the path as written, the resolved path, then the file name, then the stem (the last two only
+where unique), so detections made under another folder prefix still match.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from respira.errors import DataError
+
+_CURVE_POINTS = 100
+
+
+def evaluate_events(
+    detections: pd.DataFrame,
+    annotations: pd.DataFrame,
+    *,
+    durations: Mapping[str, float],
+    label: str = "cough",
+    ignore_around_s: float = 10.0,
+    tolerance_s: float = 0.0,
+    threshold: float | None = None,
+    thresholds: Sequence[float] | None = None,
+) -> dict:
+    """Sensitivity, false alarms per hour and precision of `detections` against `annotations`.
+
+    detections: columns file, start, end, score. annotations: a manifest (path, label, start,
+    end, ...); rows with `label` are the events (start/end empty = the whole file), every
+    path is a file that was analysed. durations: seconds per manifest path. threshold: the
+    operating point (None: the lowest detection score, i.e. every detection). thresholds: the
+    curve's thresholds (None: the distinct detection scores, at most 100 of them).
+
+    Returns a JSON-ready dict: sensitivity, precision, false_alarms_per_hour, threshold,
+    found, annotated_events, detections, true_detections, false_alarms, ignored_detections,
+    hours, hours_outside_ignore_zones, sensitivity_at_1_fa_per_hour,
+    sensitivity_at_2_fa_per_hour, best_threshold_at_2_fa_per_hour, curve (a list of
+    {threshold, sensitivity, false_alarms_per_hour, precision}), files, unmatched_detection_files,
+    ignore_around_s, tolerance_s. A rate with a zero denominator is None.
+    """
+    if ignore_around_s < 0 or tolerance_s < 0:
+        raise DataError(f"ignore_around_s and tolerance_s must be >= 0, got {ignore_around_s}, {tolerance_s}")
+    for column in ("file", "start", "end", "score"):
+        if column not in detections.columns:
+            raise DataError(f"detections: missing column {column!r} (expected file, start, end, score)")
+    files = list(dict.fromkeys(str(p) for p in annotations["path"]))
+    missing = [f for f in files if f not in durations]
+    if missing:
+        raise DataError(f"no duration for {len(missing)} manifest file(s), e.g. {missing[0]}")
+    match = _matcher(files)
+    det_files = [match(str(f)) for f in detections["file"]]
+    unmatched = sorted({str(f) for f, m in zip(detections["file"], det_files) if m is None})
+    if len(detections) and len(unmatched) == len(set(map(str, detections["file"]))):
+        raise DataError(f"no detection file matches a manifest file (e.g. {unmatched[0]!r} vs {files[0]!r})")
+
+    event_best: list[np.ndarray] = []  # per annotated event: best score of a detection overlapping it
+    kinds: list[np.ndarray] = []  # per matched detection: 0 true detection, 1 ignored, 2 false alarm
+    scores: list[np.ndarray] = []
+    outside_s = 0.0
+    det_files_arr = np.array([m if m is not None else "" for m in det_files], dtype=object)
+    for f in files:
+        duration = float(durations[f])
+        rows = annotations[(annotations["path"].astype(str) == f) & (annotations["label"] == label)]
+        ev = np.column_stack([rows["start"].fillna(0.0).to_numpy(float), rows["end"].fillna(duration).to_numpy(float)]) \
+            if len(rows) else np.zeros((0, 2))
+        d = detections[det_files_arr == f]
+        ds, de, sc = (d[c].to_numpy(float) for c in ("start", "end", "score"))
+        overlap = (ds[:, None] < ev[None, :, 1] + tolerance_s) & (de[:, None] > ev[None, :, 0] - tolerance_s)
+        gap = np.maximum(np.maximum(ev[None, :, 0] - de[:, None], ds[:, None] - ev[None, :, 1]), 0.0)
+        near = (gap <= ignore_around_s).any(axis=1)
+        hit = overlap.any(axis=1)
+        kinds.append(np.where(hit, 0, np.where(near, 1, 2)))
+        scores.append(sc)
+        event_best.append(np.where(overlap, sc[:, None], -np.inf).max(axis=0, initial=-np.inf))
+        outside_s += duration - _covered(ev, pad=ignore_around_s, duration=duration)
+
+    best = np.concatenate(event_best) if event_best else np.zeros(0)
+    kind = np.concatenate(kinds) if kinds else np.zeros(0, int)
+    score = np.concatenate(scores) if scores else np.zeros(0)
+    hours_outside = outside_s / 3600
+
+    def at(ts: np.ndarray) -> dict[str, np.ndarray]:
+        found = _count_at_least(best, ts)
+        true_det, false_alarms = _count_at_least(score[kind == 0], ts), _count_at_least(score[kind == 2], ts)
+        return {
+            "found": found, "true_detections": true_det, "false_alarms": false_alarms,
+            "ignored_detections": _count_at_least(score[kind == 1], ts),
+            "sensitivity": _ratio(found, np.full(len(ts), len(best))),
+            "false_alarms_per_hour": _ratio(false_alarms, np.full(len(ts), hours_outside)),
+            "precision": _ratio(true_det, true_det + false_alarms),
+        }
+
+    operating = float(threshold) if threshold is not None else float(score.min()) if len(score) else 0.0
+    point = {k: v[0] for k, v in at(np.array([operating])).items()}
+    distinct = np.unique(score)[::-1]
+    grid = np.asarray(thresholds, float) if thresholds is not None else distinct[_subsample(len(distinct), _CURVE_POINTS)]
+    curve = at(grid)
+    full = at(distinct)  # every operating point, for the interpolated figures
+    defined = len(best) > 0 and hours_outside > 0
+    return {
+        "sensitivity": _num(point["sensitivity"]), "precision": _num(point["precision"]),
+        "false_alarms_per_hour": _num(point["false_alarms_per_hour"]), "threshold": operating,
+        "found": int(point["found"]), "annotated_events": int(len(best)),
+        "detections": int(point["true_detections"] + point["false_alarms"] + point["ignored_detections"]),
+        "true_detections": int(point["true_detections"]), "false_alarms": int(point["false_alarms"]),
+        "ignored_detections": int(point["ignored_detections"]),
+        "hours": round(sum(float(durations[f]) for f in files) / 3600, 6),
+        "hours_outside_ignore_zones": round(hours_outside, 6),
+        "sensitivity_at_1_fa_per_hour": _sensitivity_at(full, 1.0, defined=defined),
+        "sensitivity_at_2_fa_per_hour": _sensitivity_at(full, 2.0, defined=defined),
+        "best_threshold_at_2_fa_per_hour": _best_threshold(distinct, full, 2.0),
+        "curve": [{"threshold": float(t), "sensitivity": _num(curve["sensitivity"][i]),
+                   "false_alarms_per_hour": _num(curve["false_alarms_per_hour"][i]), "precision": _num(curve["precision"][i])}
+                  for i, t in enumerate(grid)],
+        "files": len(files), "unmatched_detection_files": unmatched,
+        "ignore_around_s": ignore_around_s, "tolerance_s": tolerance_s,
+    }
+
+
+def write_event_metrics(metrics: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write OUT/metrics.json and OUT/curve.png (sensitivity against false alarms per hour)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+    return out / "metrics.json", curve_png(metrics, out / "curve.png")
+
+
+def curve_png(metrics: dict, path: str | os.PathLike) -> Path:
+    """Sensitivity against false alarms per hour over the thresholds, with the operating point."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    points = [(p["false_alarms_per_hour"], p["sensitivity"]) for p in metrics["curve"]
+              if p["false_alarms_per_hour"] is not None and p["sensitivity"] is not None]
+    if points:
+        fa, sens = zip(*sorted([(0.0, 0.0), *points]))
+        ax.plot(fa, sens, "-", color="C0", linewidth=1.5, marker=".", markersize=3, label="over thresholds")
+    if metrics["false_alarms_per_hour"] is not None and metrics["sensitivity"] is not None:
+        ax.plot([metrics["false_alarms_per_hour"]], [metrics["sensitivity"]], "o", color="C3",
+                label=f"threshold {metrics['threshold']:.3g}")
+    for x in (1.0, 2.0):
+        ax.axvline(x, color="0.6", linestyle="--", linewidth=0.8)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("false alarms per hour")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(f"{metrics['annotated_events']} events, {metrics['hours']:.2f} h "
+                 f"(±{metrics['ignore_around_s']:g} s ignored around events)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _matcher(files: Sequence[str]):
+    """A function: a detection's file -> the manifest file it names, or None."""
+    exact = {f: f for f in files}
+    resolved = {str(Path(f).resolve()): f for f in files}
+    by_name: dict[str, list[str]] = {}
+    by_stem: dict[str, list[str]] = {}
+    for f in files:
+        by_name.setdefault(Path(f).name, []).append(f)
+        by_stem.setdefault(Path(f).stem, []).append(f)
+
+    def match(name: str) -> str | None:
+        p = Path(name)
+        for found in (exact.get(name), resolved.get(str(p.resolve()))):
+            if found is not None:
+                return found
+        for table, key in ((by_name, p.name), (by_stem, p.stem)):
+            if len(table.get(key, ())) == 1:
+                return table[key][0]
+        return None
+
+    return match
+
+
+def _covered(ev: np.ndarray, *, pad: float, duration: float) -> float:
+    """Seconds of [0, duration] within `pad` of an event [n, 2]."""
+    total, end = 0.0, 0.0
+    for a, b in sorted(zip(np.clip(ev[:, 0] - pad, 0, duration), np.clip(ev[:, 1] + pad, 0, duration))):
+        a = max(a, end)
+        if b > a:
+            total += b - a
+            end = b
+    return total
+
+
+def _count_at_least(values: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """[len(ts)]: how many values are >= each threshold."""
+    return len(values) - np.searchsorted(np.sort(values), ts, side="left")
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return np.divide(a, b, out=np.full(a.shape, np.nan), where=b > 0)
+
+
+def _subsample(n: int, k: int) -> np.ndarray:
+    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(int)) if n > k else np.arange(n)
+
+
+def _sensitivity_at(full: dict[str, np.ndarray], fa_per_hour: float, *, defined: bool) -> float | None:
+    """Sensitivity at `fa_per_hour`, interpolated linearly between operating points (and the
+    origin: an infinite threshold); the highest sensitivity reached when the curve stays below it.
+    None unless `defined` (there are annotated events and hours outside the ignore zones)."""
+    if not defined:
+        return None
+    xs = np.concatenate([[0.0], full["false_alarms_per_hour"]])
+    ys = np.concatenate([[0.0], full["sensitivity"]])
+    order = np.lexsort((ys, xs))
+    xs, ys = xs[order], ys[order]
+    last = np.r_[xs[1:] != xs[:-1], True]  # the highest sensitivity at each false-alarm rate
+    return round(float(np.interp(fa_per_hour, xs[last], ys[last])), 6)
+
+
+def _best_threshold(ts: np.ndarray, full: dict[str, np.ndarray], fa_per_hour: float) -> float | None:
+    """The threshold with the highest sensitivity among those with at most `fa_per_hour` (ties: the higher threshold)."""
+    fa, sens = full["false_alarms_per_hour"], full["sensitivity"]
+    ok = np.flatnonzero((fa <= fa_per_hour) & ~np.isnan(sens))
+    if len(ok) == 0:
+        return None
+    return float(ts[ok[np.argmax(sens[ok])]])  # ts descend, so argmax picks the highest threshold of a tie
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or np.isnan(x) else round(float(x), 6)

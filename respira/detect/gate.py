@@ -1,0 +1,139 @@
+"""The energy gate: frame levels against an adaptive noise floor, streamed block by block.
+
+Levels are measured after a high-pass filter at `gate_highpass_hz` (2nd-order Butterworth,
+its state carried across blocks), so rumble (traffic, ventilation, brown noise) that
+wanders by 10 dB between 20-ms frames does not open the gate. Frames are `gate_frame_s`
+long; frame i covers samples [i * frame, (i + 1) * frame). The floor for the frames of floor step j (`gate_floor_step_s` long) is the `gate_percentile`-th
+percentile of the levels of the last `gate_floor_s` seconds of frames up to the end of step
+j, so a frame's floor is known once its step is complete (at most one step of latency).
+Every result depends only on the samples, never on how they were cut into blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from respira.detect.config import DetectConfig
+
+_POWER_FLOOR = 1e-10  # -100 dBFS for digital silence
+
+
+@dataclass
+class GateState:
+    """What the gate carries from one block to the next (small: about gate_floor_s of frame levels)."""
+
+    frames: int = 0  # frames emitted so far (the index of the next one)
+    filter_state: np.ndarray = field(default_factory=lambda: np.zeros(0))  # high-pass filter state, [sections, 2]
+    leftover: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # samples short of a frame
+    pending: np.ndarray = field(default_factory=lambda: np.zeros(0))  # levels of the current, incomplete step
+    history: np.ndarray = field(default_factory=lambda: np.zeros(0))  # levels of the last gate_floor_s emitted
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"frames": np.array(self.frames), "filter_state": self.filter_state, "leftover": self.leftover,
+                "pending": self.pending, "history": self.history}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> GateState:
+        return cls(int(a["frames"]), a["filter_state"].astype(float), a["leftover"].astype(np.float32),
+                   a["pending"].astype(float), a["history"].astype(float))
+
+
+@dataclass(frozen=True)
+class Levels:
+    """Frame levels and their noise floors, dBFS, for frames first .. first + len(db) - 1."""
+
+    first: int
+    db: np.ndarray  # [frames] float32
+    floor: np.ndarray  # [frames] float32
+
+
+def frame_samples(*, sr: int, cfg: DetectConfig) -> int:
+    """Samples per gate frame."""
+    return max(1, round(cfg.gate_frame_s * sr))
+
+
+def frame_levels(block: np.ndarray, *, sr: int, state: GateState, cfg: DetectConfig, final: bool = False) -> Levels:
+    """Levels of the frames whose floor is now known: block [samples] float32 at `sr` -> Levels.
+
+    `final`: the stream has ended; the incomplete last step is emitted too (a trailing part
+    shorter than a frame is dropped). `state` is updated in place.
+    """
+    frame = frame_samples(sr=sr, cfg=cfg)
+    step = max(1, round(cfg.gate_floor_step_s / cfg.gate_frame_s))
+    span = max(step, round(cfg.gate_floor_s / cfg.gate_frame_s))
+    x = np.concatenate([state.leftover, _highpass(np.asarray(block, dtype=np.float32), sr=sr, state=state, cfg=cfg)])
+    n = len(x) // frame
+    state.leftover = x[n * frame:].copy()
+    power = np.mean(np.square(x[: n * frame].reshape(n, frame), dtype=np.float64), axis=1)
+    pending = np.concatenate([state.pending, 10 * np.log10(power + _POWER_FLOOR)])
+
+    first = state.frames
+    done = len(pending) if final else (first + len(pending)) // step * step - first
+    done = max(done, 0)
+    db, state.pending = pending[:done], pending[done:]
+    recent = np.concatenate([state.history, db])
+    floor = np.empty(done)
+    start = 0
+    while start < done:
+        end = min(done, (first + start) // step * step + step - first)
+        upto = len(state.history) + end
+        floor[start:end] = np.percentile(recent[max(0, upto - span): upto], cfg.gate_percentile)
+        start = end
+    state.history = recent[-span:]
+    state.frames += done
+    return Levels(first, db.astype(np.float32), floor.astype(np.float32))
+
+
+def _highpass(block: np.ndarray, *, sr: int, state: GateState, cfg: DetectConfig) -> np.ndarray:
+    """block high-passed at cfg.gate_highpass_hz (0: unchanged), continuing from state.filter_state."""
+    if cfg.gate_highpass_hz <= 0 or len(block) == 0:
+        return block
+    from scipy import signal
+
+    sos = signal.butter(2, min(cfg.gate_highpass_hz, 0.45 * sr), "highpass", fs=sr, output="sos")
+    if state.filter_state.size == 0:
+        state.filter_state = np.zeros((sos.shape[0], 2))
+    y, state.filter_state = signal.sosfilt(sos, block.astype(np.float64), zi=state.filter_state)
+    return y.astype(np.float32)
+
+
+def loud(levels: Levels, *, cfg: DetectConfig, over_floor_db: float | None = None) -> np.ndarray:
+    """Bool [frames]: the level exceeds max(floor + over_floor_db, gate_min_dbfs); over_floor_db
+    None: cfg.gate_db (the frames that open the gate)."""
+    margin = cfg.gate_db if over_floor_db is None else over_floor_db
+    return levels.db > np.maximum(levels.floor + np.float32(margin), np.float32(cfg.gate_min_dbfs))
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[(start, stop)) index ranges of the True runs of a bool array."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+def padded_regions(mask: np.ndarray, *, first: int, frame_s: float, pad_s: float) -> list[tuple[float, float]]:
+    """Seconds [(start, end)] covered by the True frames of `mask` (frame `first` first), each
+    widened by pad_s on both sides (never before 0), overlapping ones merged."""
+    out: list[tuple[float, float]] = []
+    for a, b in runs(mask):
+        start, end = max(0.0, (first + a) * frame_s - pad_s), (first + b) * frame_s + pad_s
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def active_regions(
+    block: np.ndarray, *, sr: int, state: GateState, cfg: DetectConfig, final: bool = False
+) -> list[tuple[float, float]]:
+    """Streaming gate: block [samples] at `sr` -> [(start_s, end_s)] where the gate is open,
+    seconds from the start of the stream, for the frames that became known with this block.
+
+    Regions are padded by gate_pad_s (so they may begin before the block and end after it);
+    the union over all blocks is the same whatever the block size. `state` is updated in place.
+    """
+    levels = frame_levels(block, sr=sr, state=state, cfg=cfg, final=final)
+    frame_s = frame_samples(sr=sr, cfg=cfg) / sr
+    return padded_regions(loud(levels, cfg=cfg), first=levels.first, frame_s=frame_s, pad_s=cfg.gate_pad_s)

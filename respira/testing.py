@@ -1,0 +1,331 @@
+"""Synthetic audio with planted events at known times, for tests and benchmarks.
+
+Every generator is pure numpy and driven by the `numpy.random.Generator` (or seed) it is given,
+so the same seed gives the same samples. Single sounds come back with peak 1.0; `scene`,
+`night` and `clip_dataset` scale them (event peak in dBFS over a noise bed with an RMS in dBFS).
+Shapes are 1-D mono arrays of samples.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_BED_CHUNK_S = 10.0  # night(): the noise bed is made in chunks of this length, whatever block_s is
+_MANIFEST_COLUMNS = ["path", "label", "start", "end", "subject", "split", "source_label"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """A planted sound: its true extent in seconds from the start of the audio, and its label."""
+
+    start: float
+    end: float
+    label: str
+
+
+# --- single sounds (peak 1.0) -------------------------------------------------------------
+
+
+def cough(*, sr: int = 16000, rng: np.random.Generator) -> np.ndarray:
+    """A cough, 0.25-0.6 s: explosive broadband burst (~5 ms attack, decay), then a voiced tail.
+
+    Returns float32 [samples], peak 1.0.
+    """
+    n = int(round(rng.uniform(0.25, 0.6) * sr))
+    t = np.arange(n) / sr
+    burst_s = rng.uniform(0.3, 0.45) * n / sr
+    attack_s = rng.uniform(0.003, 0.008)
+    burst_env = np.minimum(t / attack_s, 1.0) * np.exp(-np.maximum(t - attack_s, 0) / (burst_s / 3))
+    lo, hi = rng.uniform(150, 400), rng.uniform(2500, 5000)
+    burst = _shape_spectrum(rng.standard_normal(n), sr, lambda f: _band(f, lo, hi))
+
+    tail_start = int(0.6 * burst_s * sr)
+    tail_t = t[tail_start:] - t[tail_start]
+    f0 = rng.uniform(150, 350) * (1 - 0.15 * tail_t / max(tail_t[-1], 1e-9))
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 7)) + 0.5 * rng.standard_normal(len(tail_t))
+    tail = np.zeros(n)
+    tail[tail_start:] = voiced * np.hanning(len(tail_t)) * rng.uniform(0.15, 0.4)
+
+    y = burst * burst_env / np.abs(burst).max() + tail / max(np.abs(voiced).max(), 1e-9)
+    return _peak_normalize(y * _fade(n, sr, fade_in_s=0.0, fade_out_s=0.01))
+
+
+def crackle(*, sr: int = 16000, rng: np.random.Generator) -> np.ndarray:
+    """A lung crackle: a short broadband transient of 5-20 ms. Returns float32 [samples], peak 1.0."""
+    n = int(round(rng.uniform(0.005, 0.020) * sr))
+    t = np.arange(n) / sr
+    env = np.minimum(t / 0.001, 1.0) * np.exp(-t / (n / sr / 4))
+    y = _shape_spectrum(rng.standard_normal(n), sr, lambda f: _band(f, 100, 4000)) * env
+    return _peak_normalize(y * _fade(n, sr, fade_in_s=0.0, fade_out_s=0.002))
+
+
+def wheeze(*, sr: int = 16000, rng: np.random.Generator, duration: float = 0.4) -> np.ndarray:
+    """A wheeze: a tone with f0 in 150-800 Hz, two weaker harmonics and slight vibrato.
+
+    duration: seconds, > 0.1. Returns float32 [samples], peak 1.0.
+    """
+    if duration <= 0.1:
+        raise ValueError(f"a wheeze lasts more than 0.1 s, got duration={duration}")
+    n = int(round(duration * sr))
+    t = np.arange(n) / sr
+    f0 = rng.uniform(150, 800) * (1 + 0.015 * np.sin(2 * np.pi * rng.uniform(4, 8) * t + rng.uniform(0, 2 * np.pi)))
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    y = sum(a * np.sin(k * phase) for k, a in ((1, 1.0), (2, 0.35), (3, 0.15)) if k * f0.max() < sr / 2)
+    y = y + 0.01 * rng.standard_normal(n)
+    return _peak_normalize(y * _fade(n, sr, fade_in_s=0.03, fade_out_s=0.03))
+
+
+def babble(*, sr: int = 16000, rng: np.random.Generator, duration: float) -> np.ndarray:
+    """Speech-like sound: glottal pulses (f0 90-250 Hz) through random formants, 3-6 syllables/s.
+
+    duration: seconds. Returns float32 [samples], peak 1.0.
+    """
+    n = int(round(duration * sr))
+    t = np.arange(n) / sr
+    f0 = rng.uniform(90, 250) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(0.3, 0.8) * t + rng.uniform(0, 2 * np.pi)))
+    f0 = np.clip(f0, 90, 250)
+    cycles = np.floor(np.cumsum(f0) / sr)
+    pulses = np.diff(cycles, prepend=cycles[0]) + 0.02 * rng.standard_normal(n)  # + aspiration noise
+    y = np.zeros(n)
+    start = 0
+    while start < n:
+        length = min(int(sr / rng.uniform(3, 6)), n - start)
+        formants = ((rng.uniform(300, 800), 80), (rng.uniform(900, 2200), 120), (rng.uniform(2400, 3000), 180))
+        segment = _shape_spectrum(pulses[start : start + length], sr, lambda f: _formants(f, formants))
+        y[start : start + length] = segment * np.hanning(length) * rng.uniform(0.5, 1.0)
+        start += length
+    return _peak_normalize(y)
+
+
+def noise_bed(
+    *, sr: int = 16000, rng: np.random.Generator, duration: float, level_db: float = -50.0, color: str = "pink"
+) -> np.ndarray:
+    """Stationary background noise: `color` in white / pink / brown above 20 Hz, RMS `level_db` dBFS.
+
+    Returns float32 [round(duration * sr)].
+    """
+    exponents = {"white": 0.0, "pink": 1.0, "brown": 2.0}
+    if color not in exponents:
+        raise ValueError(f"unknown noise color {color!r}; known: {', '.join(exponents)}")
+    n = int(round(duration * sr))
+    if n == 0:
+        return np.zeros(0, np.float32)
+    slope = -exponents[color] / 2
+    y = _shape_spectrum(rng.standard_normal(n), sr, lambda f: np.where(f >= 20.0, np.maximum(f, 20.0) ** slope, 0.0))
+    rms = np.sqrt(np.mean(y**2))
+    return (y * (10 ** (level_db / 20) / max(rms, 1e-12))).astype(np.float32)
+
+
+# --- sounds by label, for scenes and clip data sets -----------------------------------------
+
+SOUNDS: dict[str, Callable[[int, np.random.Generator, float], np.ndarray]] = {
+    "cough": lambda sr, rng, max_s: cough(sr=sr, rng=rng),
+    "crackle": lambda sr, rng, max_s: crackle(sr=sr, rng=rng),
+    "wheeze": lambda sr, rng, max_s: wheeze(sr=sr, rng=rng, duration=rng.uniform(0.25, max(0.25, min(0.8, max_s)))),
+    "speech": lambda sr, rng, max_s: babble(sr=sr, rng=rng, duration=rng.uniform(0.6, max(0.6, min(2.0, max_s)))),
+}
+"""label -> (sr, rng, longest seconds wanted) -> sound with peak 1.0 and a random length."""
+
+
+def scene(
+    *,
+    duration: float,
+    sr: int = 16000,
+    events: dict[str, int] | None = None,
+    bed_db: float = -50.0,
+    event_db: float = -12.0,
+    seed: int = 0,
+    min_gap: float = 1.0,
+) -> tuple[np.ndarray, list[Event]]:
+    """A noise bed with `events` ({label: count}, labels from SOUNDS; None: none) at random times.
+
+    Sounds have peak `event_db` dBFS, the bed RMS `bed_db` dBFS; sounds are at least `min_gap` s
+    apart and `min_gap / 2` s from either end. Returns (float32 [round(duration * sr)] with
+    peak < 1, the planted Events sorted by start).
+    """
+    rng = np.random.default_rng(seed)
+    wanted = events or {}
+    unknown = sorted(set(wanted) - set(SOUNDS))
+    if unknown:
+        raise ValueError(f"unknown event label(s) {unknown}; known: {', '.join(SOUNDS)}")
+    labels = [label for label in sorted(wanted) for _ in range(wanted[label])]
+    labels = [labels[i] for i in rng.permutation(len(labels))]
+    sounds = [SOUNDS[label](sr, rng, duration / 4) for label in labels]
+    y = noise_bed(sr=sr, rng=rng, duration=duration, level_db=bed_db).astype(np.float64)
+    starts = _place([len(s) for s in sounds], total=len(y), gap=int(round(min_gap * sr)), rng=rng)
+    for start, sound in zip(starts, sounds):
+        y[start : start + len(sound)] += sound * 10 ** (event_db / 20)
+    planted = [Event(s / sr, (s + len(sound)) / sr, label) for s, sound, label in zip(starts, sounds, labels)]
+    peak = np.abs(y).max(initial=0.0)
+    if peak >= 0.99:
+        y *= 0.99 / peak
+    return y.astype(np.float32), sorted(planted, key=lambda e: e.start)
+
+
+def night(
+    *, hours: float, sr: int = 16000, coughs_per_hour: float = 10, seed: int = 0, block_s: float = 60.0
+) -> Iterator[tuple[np.ndarray, list[Event]]]:
+    """A long, mostly quiet night (pink bed at -50 dBFS) with coughs at random times, in blocks.
+
+    Yields (float32 [block samples], Events that start in this block, times from the start of
+    the night). The night holds round(hours * coughs_per_hour) coughs with peaks of -18 to
+    -8 dBFS, at least 2 s apart; a cough may run on into the next block. The audio does not
+    depend on block_s, and memory does not grow with `hours`.
+    """
+    total = int(round(hours * 3600 * sr))
+    n_coughs = int(round(hours * coughs_per_hour))
+    lengths = [len(cough(sr=sr, rng=_cough_rng(seed, i))) for i in range(n_coughs)]
+    rng = np.random.default_rng([seed, 2])
+    starts = _place(lengths, total=total, gap=2 * sr, rng=rng)
+    gains = 10 ** (rng.uniform(-18, -8, n_coughs) / 20)
+    block = max(1, int(round(block_s * sr)))
+    bed = _ChunkedBed(sr=sr, seed=seed)
+    for b0 in range(0, total, block):
+        b1 = min(b0 + block, total)
+        y = bed.segment(b0, b1).astype(np.float64)
+        planted = []
+        for i, (start, length) in enumerate(zip(starts, lengths)):
+            if start < b1 and start + length > b0:
+                sound = cough(sr=sr, rng=_cough_rng(seed, i)) * gains[i]
+                lo, hi = max(start, b0), min(start + length, b1)
+                y[lo - b0 : hi - b0] += sound[lo - start : hi - start]
+            if b0 <= start < b1:
+                planted.append(Event(start / sr, (start + length) / sr, "cough"))
+        yield y.astype(np.float32), planted
+
+
+def write_night(
+    path: str | Path, *, hours: float, sr: int = 16000, coughs_per_hour: float = 10, seed: int = 0
+) -> list[Event]:
+    """Stream `night(...)` to a 16-bit mono WAV at `path`; returns the planted Events."""
+    import soundfile as sf
+
+    planted: list[Event] = []
+    with sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype="PCM_16") as f:
+        for y, events in night(hours=hours, sr=sr, coughs_per_hour=coughs_per_hour, seed=seed):
+            f.write(y)
+            planted.extend(events)
+    return planted
+
+
+def clip_dataset(
+    root: str | Path,
+    *,
+    classes: tuple[str, ...] = ("cough", "speech", "wheeze"),
+    per_class: int = 20,
+    duration: float = 2.0,
+    sr: int = 16000,
+    seed: int = 0,
+    subjects: int = 10,
+) -> Path:
+    """Write a labelled clip data set: root/{class}/{subject}_{i}.wav + root/manifest.csv.
+
+    Each clip is `duration` s of noise bed (-60..-45 dBFS) with one sound of its class (peak
+    -20..-6 dBFS) at a random offset; clip i belongs to subject f"s{i % subjects:02d}". The
+    manifest has columns path (relative to root), label, start, end, subject, split,
+    source_label (start, end, split empty; source_label = label). Returns the manifest path.
+    """
+    import soundfile as sf
+
+    unknown = sorted(set(classes) - set(SOUNDS))
+    if unknown:
+        raise ValueError(f"unknown class(es) {unknown}; known: {', '.join(SOUNDS)}")
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    n = int(round(duration * sr))
+    rows = []
+    for label in classes:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            subject = f"s{i % subjects:02d}"
+            y = noise_bed(sr=sr, rng=rng, duration=duration, level_db=rng.uniform(-60, -45)).astype(np.float64)
+            sound = SOUNDS[label](sr, rng, 0.8 * duration)[:n]
+            offset = rng.integers(0, n - len(sound) + 1)
+            y[offset : offset + len(sound)] += sound * 10 ** (rng.uniform(-20, -6) / 20)
+            rel = f"{label}/{subject}_{i}.wav"
+            sf.write(root / rel, y.astype(np.float32), sr, subtype="PCM_16")
+            rows.append(dict(zip(_MANIFEST_COLUMNS, (rel, label, "", "", subject, "", label))))
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=_MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+class _ChunkedBed:
+    """night()'s noise bed, made in fixed chunks seeded by their index, so any block is cheap."""
+
+    def __init__(self, *, sr: int, seed: int) -> None:
+        self.sr, self.seed = sr, seed
+        self.chunk = int(round(_BED_CHUNK_S * sr))
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def _get(self, k: int) -> np.ndarray:
+        if self._cached is None or self._cached[0] != k:
+            rng = np.random.default_rng([self.seed, 0, k])
+            self._cached = (k, noise_bed(sr=self.sr, rng=rng, duration=_BED_CHUNK_S, level_db=-50.0))
+        return self._cached[1]
+
+    def segment(self, b0: int, b1: int) -> np.ndarray:
+        """Samples [b0, b1) of the bed."""
+        parts = []
+        for k in range(b0 // self.chunk, (b1 - 1) // self.chunk + 1):
+            c0 = k * self.chunk
+            parts.append(self._get(k)[max(b0, c0) - c0 : min(b1, c0 + self.chunk) - c0])
+        return np.concatenate(parts)
+
+
+def _cough_rng(seed: int, i: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 1, i])
+
+
+def _place(lengths: list[int], *, total: int, gap: int, rng: np.random.Generator) -> list[int]:
+    """Random start samples for sounds in the given order: non-overlapping, >= gap apart, gap/2 from the ends."""
+    slack = total - sum(lengths) - gap * len(lengths)
+    if slack < 0:
+        raise ValueError(
+            f"{len(lengths)} sounds ({sum(lengths)} samples) with gaps of {gap} samples do not fit in {total} samples"
+        )
+    cuts = np.sort(rng.integers(0, slack + 1, len(lengths)))
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if lengths else np.zeros(0, int)
+    return [int(gap // 2 + c + o + i * gap) for i, (c, o) in enumerate(zip(cuts, offsets))]
+
+
+def _shape_spectrum(x: np.ndarray, sr: int, gain: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Filter x by a zero-phase magnitude response gain(frequency in Hz), via the FFT."""
+    spectrum = np.fft.rfft(x)
+    return np.fft.irfft(spectrum * gain(np.fft.rfftfreq(len(x), 1 / sr)), n=len(x))
+
+
+def _band(f: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """A gentle band-pass: first-order roll-off below `lo` and above `hi` Hz."""
+    return (f / np.sqrt(f**2 + lo**2)) / np.sqrt(1 + (f / hi) ** 2)
+
+
+def _formants(f: np.ndarray, formants: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """Gaussian resonances at (centre Hz, bandwidth Hz), -6 dB/octave above 100 Hz, nothing below 60 Hz."""
+    peaks = sum(np.exp(-0.5 * ((f - fc) / bw) ** 2) for fc, bw in formants)
+    return np.where(f < 60, 0.0, (0.05 + peaks) * 100 / np.maximum(f, 100))
+
+
+def _fade(n: int, sr: int, *, fade_in_s: float, fade_out_s: float) -> np.ndarray:
+    """A gain of 1 with raised-cosine ramps at the ends, [n]."""
+    g = np.ones(n)
+    a, b = min(int(fade_in_s * sr), n), min(int(fade_out_s * sr), n)
+    g[:a] *= 0.5 - 0.5 * np.cos(np.pi * np.arange(a) / max(a, 1))
+    g[n - b :] *= 0.5 + 0.5 * np.cos(np.pi * (np.arange(b) + 1) / max(b, 1))
+    return g
+
+
+def _peak_normalize(y: np.ndarray) -> np.ndarray:
+    return (y / max(np.abs(y).max(initial=0.0), 1e-12)).astype(np.float32)

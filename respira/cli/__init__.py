@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import sys
 
-import click
-import typer
-
 from respira.cli.app import app, err_console
 from respira.errors import RespiraError
 
@@ -19,6 +16,7 @@ from respira.cli import (  # noqa: F401,E402
     detect_cmds,
     evaluate_cmds,
     info_cmd,
+    monitor_cmds,
     predict_cmds,
     serve_cmd,
     train_cmds,
@@ -26,22 +24,12 @@ from respira.cli import (  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the app and turns every RespiraError into one line and exit code 2."""
-    command = typer.main.get_command(app)
+    """Entry point: typer handles usage errors itself; every RespiraError becomes one line and exit 2."""
     try:
-        rc = command.main(args=argv, prog_name="respira", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        rc = e.exit_code
-    except click.ClickException as e:
-        e.show()
-        rc = e.exit_code
-    except click.exceptions.Abort:
-        err_console.print("aborted")
-        rc = 130
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        rc = 130
+        app(args=argv, prog_name="respira")
     except RespiraError as e:
         err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
-        rc = 2
-    sys.exit(rc if isinstance(rc, int) else 0)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,456 @@
+"""The one inference path: a bundle's ensemble scoring audio.
+
+The CLI, the Python API, the HTTP server, the long-recording detector, evaluation and the
+ONNX check all go through `Model`, so the same audio gives the same numbers everywhere.
+
+A clip is scored in windows of ``clip_seconds``: a shorter clip is zero-padded on both sides
+to one window; a longer one is cut into windows with a hop of half a window (the last window
+ends at the end of the clip) and the window outputs are pooled (``meta.pooling``). Windows of
+many clips are batched together; ensemble members' probabilities are averaged.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from respira.bundle import BundleMeta, load_bundle, resolve
+from respira.errors import AudioError, ModelError, RespiraError
+from respira.features import FeatureConfig, crop_or_pad, features
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Runner = Callable[[np.ndarray], np.ndarray]
+"""Waveform windows [n, clip_samples] float32 -> model outputs [n, outputs] (probabilities or values)."""
+
+
+# --- the ensemble as one module: features -> probabilities ---------------------------------
+
+
+class Ensemble(nn.Module):
+    """Ensemble members + task -> probabilities, averaged over members; exported to ONNX as is.
+
+    forward(*inputs) with inputs [batch, channels, bins, frames] (two of them, (mfcc, logmel),
+    for "dual" features) -> [batch, n_classes]: softmax (classification; a member with one
+    logit for a 2-class task gives sigmoid for the positive class), sigmoid (multilabel),
+    the raw output (regression, [batch, 1]).
+    """
+
+    def __init__(self, members: Sequence[nn.Module], meta: BundleMeta) -> None:
+        super().__init__()
+        if not members:
+            raise ModelError("an ensemble needs at least one model")
+        self.members = nn.ModuleList(members)
+        self.task = meta.task
+        self.positive_index = _positive_index(meta)
+        self.one_logit = meta.task == "classification" and meta.model.get("params", {}).get("n_classes") == 1
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        outputs = [self._probabilities(member(*inputs)) for member in self.members]
+        return outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(dim=0)
+
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.task == "regression":
+            return logits
+        if self.task == "multilabel":
+            return torch.sigmoid(logits)
+        if self.one_logit:  # binary with one logit: sigmoid = the positive class
+            p = torch.sigmoid(logits)
+            return torch.cat([p, 1 - p] if self.positive_index == 0 else [1 - p, p], dim=-1)
+        return torch.softmax(logits, dim=-1)
+
+
+def _positive_index(meta: BundleMeta) -> int:
+    """Column of the positive class (the last class when the bundle names none)."""
+    return meta.classes.index(meta.positive) if meta.positive else len(meta.classes) - 1
+
+
+def feature_inputs(windows: torch.Tensor, cfg: FeatureConfig) -> tuple[torch.Tensor, ...]:
+    """Waveforms [n, samples] -> the model inputs, a tuple of [n, channels, bins, frames] (in KIND_MAPS order)."""
+    maps = features(windows, cfg)
+    return maps if isinstance(maps, tuple) else (maps,)
+
+
+def clip_windows(y: np.ndarray, *, length: int) -> np.ndarray:
+    """y [samples] -> windows [n, length] (views where possible).
+
+    Not longer than `length`: one window, y zero-padded on both sides (centred). Longer:
+    windows every length // 2 samples, plus one ending at the last sample when the hop misses it.
+    """
+    if y.ndim != 1:
+        raise AudioError(f"expected a mono clip [samples], got shape {y.shape}")
+    if len(y) <= length:
+        return crop_or_pad(y, length=length, mode="center")[None]
+    hop = max(1, length // 2)
+    view = np.lib.stride_tricks.sliding_window_view(y, length)
+    starts = list(range(0, len(y) - length + 1, hop))
+    if starts[-1] != len(y) - length:
+        starts.append(len(y) - length)
+    return view[starts]
+
+
+def _pool_mean(p: np.ndarray, task: str, positive_index: int) -> np.ndarray:
+    return p.mean(axis=0)
+
+
+def _pool_max(p: np.ndarray, task: str, positive_index: int) -> np.ndarray:
+    """Per-output max; for classification the whole row of the window most sure of its class
+    (binary: the highest positive-class probability), so that probabilities still sum to 1."""
+    if task != "classification":
+        return p.max(axis=0)
+    key = p[:, positive_index] if p.shape[1] == 2 else p.max(axis=1)
+    return p[int(np.argmax(key))]
+
+
+POOLING: dict[str, Callable[[np.ndarray, str, int], np.ndarray]] = {"mean": _pool_mean, "max": _pool_max}
+"""meta.pooling -> (window outputs [windows, outputs], task, positive index) -> clip output [outputs]."""
+
+
+# --- backends: windows -> outputs ----------------------------------------------------------
+
+
+class _TorchRunner:
+    def __init__(self, ensemble: Ensemble, cfg: FeatureConfig, device: torch.device) -> None:
+        self.ensemble, self.cfg, self.device = ensemble, cfg, device
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device)
+            return self.ensemble(*feature_inputs(x, self.cfg)).float().cpu().numpy()
+
+
+class _OnnxRunner:
+    def __init__(self, session: Any, cfg: FeatureConfig) -> None:
+        self.session, self.cfg = session, cfg
+        self.input_names = [i.name for i in session.get_inputs()]
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            maps = feature_inputs(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)), self.cfg)
+        feeds = {name: m.numpy() for name, m in zip(self.input_names, maps)}
+        return np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)
+
+
+# --- sources: what predict() accepts, each loaded on demand -------------------------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One input clip: its name in the records and how to load it at a sample rate."""
+
+    name: str
+    load: Callable[[int], np.ndarray]
+
+
+def _sources(x: Any, *, sr: int | None) -> list[_Source]:
+    items = list(x) if isinstance(x, (list, tuple)) else [x]
+    return [_source(item, i, sr=sr) for i, item in enumerate(items)]
+
+
+def _source(item: Any, index: int, *, sr: int | None) -> _Source:
+    from respira import audio
+
+    if isinstance(item, (str, os.PathLike)):
+        return _Source(os.fspath(item), lambda rate: audio.load(item, sr=rate))
+    if isinstance(item, (bytes, bytearray)) or hasattr(item, "read"):
+        return _Source(getattr(item, "name", None) or f"<bytes {index}>", lambda rate: audio.load(item, sr=rate))
+    if isinstance(item, (np.ndarray, torch.Tensor)):
+        if sr is None:
+            raise AudioError("predict: a waveform array needs its sample rate, sr=")
+        y = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
+        return _Source(f"<array {index}>", lambda rate: _array_at(y, sr=sr, rate=rate))
+    raise AudioError(f"predict: cannot read input {index} of type {type(item).__name__} "
+                     "(expected a path, bytes, a file object or a 1-D array)")
+
+
+def _array_at(y: np.ndarray, *, sr: int, rate: int) -> np.ndarray:
+    from respira import audio
+
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise AudioError(f"a waveform array must be mono [samples], got shape {y.shape}; "
+                         "pass a list of arrays for several clips")
+    if len(y) == 0:
+        raise AudioError("a waveform array is empty")
+    return y if sr == rate else audio.resample(y, orig_sr=sr, sr=rate)
+
+
+# --- the model ------------------------------------------------------------------------------
+
+
+class Model:
+    """A loaded bundle ready to score audio; `load_model` makes one, or `Model(models, meta)` in memory.
+
+    Records from `predict` (one per input, in input order):
+
+    - classification: {"file", "label", "score", "probabilities": {class: p}, "duration_s"}.
+      "score" is the probability of "label", except for a binary model (meta.positive set),
+      where it is always the positive-class probability, so that one column ranks clips;
+      "label" is the positive class when that score >= thresholds["decision"].
+    - multilabel: {"file", "labels": [classes with p >= their threshold], "probabilities", "duration_s"};
+      a class's threshold is thresholds[class] when present, else thresholds["decision"].
+    - regression: {"file", "value", "duration_s"}.
+    - an input that fails to load: {"file", "error"}; the others are still scored.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], meta: BundleMeta, *, name: str = "",
+                 device: str | torch.device = "cpu") -> None:
+        device = torch.device(device)
+        ensemble = Ensemble(models, meta).to(device).eval()
+        self._setup(meta, name, _TorchRunner(ensemble, FeatureConfig.from_dict(meta.features), device))
+        self._ensemble: Ensemble | None = ensemble
+
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike, *, name: str | None = None) -> Model:
+        """An exported ONNX file (with its JSON sidecar, see respira.export) run by onnxruntime."""
+        import onnxruntime as ort
+
+        from respira.export import read_sidecar
+
+        path = Path(path)
+        meta = read_sidecar(path)
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"{path}: not a loadable ONNX model: {e}") from None
+        model = cls.__new__(cls)
+        model._setup(meta, name or path.stem, _OnnxRunner(session, FeatureConfig.from_dict(meta.features)))
+        model._ensemble = None
+        return model
+
+    def _setup(self, meta: BundleMeta, name: str, runner: Runner) -> None:
+        self.meta, self.name, self._run = meta, name, runner
+        self.feature_config = FeatureConfig.from_dict(meta.features)
+        self.clip_samples = int(round(meta.clip_seconds * self.sample_rate))
+        self._positive_index = _positive_index(meta)
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, task={self.task!r}, classes={list(self.classes)}, backend={self.backend!r})"
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.meta.classes
+
+    @property
+    def task(self) -> str:
+        return self.meta.task
+
+    @property
+    def positive(self) -> str | None:
+        return self.meta.positive
+
+    @property
+    def sample_rate(self) -> int:
+        return self.feature_config.sample_rate
+
+    @property
+    def clip_seconds(self) -> float:
+        return float(self.meta.clip_seconds)
+
+    @property
+    def backend(self) -> str:
+        return "torch" if self._ensemble is not None else "onnx"
+
+    @property
+    def ensemble(self) -> Ensemble:
+        """The torch module (features -> probabilities); ModelError for the onnx backend."""
+        if self._ensemble is None:
+            raise ModelError(f"model {self.name!r} runs on onnxruntime; load it with backend='torch'")
+        return self._ensemble
+
+    # scoring
+
+    def score_windows(self, windows: np.ndarray) -> np.ndarray:
+        """windows [n, samples] at sample_rate -> [n, n_classes] probabilities (regression: [n]), no pooling.
+
+        Windows are normally clip_samples long; other lengths are scored as they are (every
+        model pools over time), which is what a detector with its own window length gets.
+        """
+        windows = np.asarray(windows, dtype=np.float32)
+        if windows.ndim != 2 or windows.shape[1] < 1:
+            raise AudioError(f"score_windows expects windows [n, samples] (normally [n, {self.clip_samples}]: "
+                             f"{self.clip_seconds:g} s at {self.sample_rate} Hz), got shape {windows.shape}")
+        out = self._run(windows) if len(windows) else np.zeros((0, len(self.classes)), np.float32)
+        return out[:, 0] if self.task == "regression" else out
+
+    def predict_proba(self, waves: Sequence[np.ndarray], *, batch_size: int = 32) -> np.ndarray:
+        """Mono waveforms at sample_rate -> [n, n_classes] probabilities (regression: [n] values), one row per clip."""
+        if batch_size < 1:
+            raise ModelError(f"batch_size must be >= 1, got {batch_size}")
+        views = [clip_windows(np.asarray(w, dtype=np.float32), length=self.clip_samples) for w in waves]
+        windows = (w for v in views for w in v)
+        outputs = [self._run(np.stack(batch)) for batch in _batched(windows, batch_size)]
+        flat = np.concatenate(outputs) if outputs else None
+        bounds = np.cumsum([0] + [len(v) for v in views])
+        pool = POOLING[self.meta.pooling]
+        pooled = [pool(flat[a:b], self.task, self._positive_index) for a, b in zip(bounds[:-1], bounds[1:])]
+        pooled = np.array(pooled, dtype=np.float32).reshape(len(views), len(self.classes))
+        return pooled[:, 0] if self.task == "regression" else pooled
+
+    def predict(self, x: Any, *, sr: int | None = None, batch_size: int = 32, progress: bool = False) -> list[dict]:
+        """Score clips: `x` is a path, bytes, a file object, a 1-D array (with `sr`; resampled), or a list of these.
+
+        Returns one record per input in input order (see the class docstring). Inputs are loaded
+        `batch_size` at a time; `progress` shows a bar on stderr (when it is a terminal).
+        """
+        return [
+            {"file": name, "error": error} if error else self._record(name, output, duration_s)
+            for name, output, duration_s, error in self._scored(_sources(x, sr=sr), batch_size=batch_size, progress=progress)
+        ]
+
+    def score_rows(self, manifest: pd.DataFrame, *, batch_size: int = 32, progress: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Manifest rows (path, start, end in s; both NaN = whole file) -> (outputs, kept, failures).
+
+        outputs: like predict_proba, for the rows that loaded; kept: their positions in `manifest`;
+        failures: "row N: reason" for the others (N = the manifest index + 1).
+        """
+        from respira import audio
+
+        def source(index: Any, path: str, start: float, end: float) -> _Source:
+            span = {"start": None if np.isnan(start) else float(start), "end": None if np.isnan(end) else float(end)}
+            return _Source(f"row {index + 1}", lambda rate: audio.load(path, sr=rate, **span))
+
+        starts = np.asarray(manifest["start"], dtype=float)
+        ends = np.asarray(manifest["end"], dtype=float)
+        sources = [source(i, p, a, b) for i, p, a, b in zip(manifest.index, manifest["path"], starts, ends)]
+        outputs, kept, failures = [], [], []
+        for position, (name, output, _, error) in enumerate(self._scored(sources, batch_size=batch_size, progress=progress)):
+            if error:
+                failures.append(f"{name}: {error}")
+            else:
+                outputs.append(output)
+                kept.append(position)
+        shape = (len(outputs),) if self.task == "regression" else (len(outputs), len(self.classes))
+        return np.array(outputs, dtype=np.float32).reshape(shape), np.asarray(kept, dtype=int), failures
+
+    def _scored(self, sources: Sequence[_Source], *, batch_size: int, progress: bool) -> Iterator[tuple]:
+        """(name, output or None, duration_s, error or None) per source, in order, loading `batch_size` at a time."""
+        with _Progress(len(sources), enabled=progress) as advance:
+            for chunk in _batched(sources, batch_size):
+                waves: dict[int, np.ndarray] = {}
+                errors: dict[int, str] = {}
+                for i, source in enumerate(chunk):
+                    try:
+                        waves[i] = source.load(self.sample_rate)
+                    except Exception as e:  # a decoder failure is reported per input, never aborts the batch
+                        errors[i] = _reason(e)
+                outputs = dict(zip(waves, self.predict_proba(list(waves.values()), batch_size=batch_size)))
+                for i, source in enumerate(chunk):
+                    if i in errors:
+                        yield source.name, None, 0.0, errors[i]
+                    else:
+                        yield source.name, outputs[i], len(waves[i]) / self.sample_rate, None
+                advance(len(chunk))
+
+    def _record(self, name: str, output: np.ndarray | float, duration_s: float) -> dict:
+        return {"file": name, **RECORDS[self.task](self, output), "duration_s": round(float(duration_s), 6)}
+
+
+def _classification_record(model: Model, p: np.ndarray) -> dict:
+    probabilities = {c: float(v) for c, v in zip(model.classes, p)}
+    if model.positive is not None:
+        score = float(p[model._positive_index])
+        other = model.classes[1 - model._positive_index]
+        label = model.positive if score >= model.meta.thresholds["decision"] else other
+    else:
+        best = int(np.argmax(p))
+        label, score = model.classes[best], float(p[best])
+    return {"label": label, "score": score, "probabilities": probabilities}
+
+
+def _multilabel_record(model: Model, p: np.ndarray) -> dict:
+    thresholds = model.meta.thresholds
+    labels = [c for c, v in zip(model.classes, p) if v >= thresholds.get(c, thresholds["decision"])]
+    return {"labels": labels, "probabilities": {c: float(v) for c, v in zip(model.classes, p)}}
+
+
+def _regression_record(model: Model, value: float) -> dict:
+    return {"value": float(value)}
+
+
+RECORDS: dict[str, Callable[[Model, Any], dict]] = {
+    "classification": _classification_record,
+    "multilabel": _multilabel_record,
+    "regression": _regression_record,
+}
+"""task -> the task-specific fields of a predict record."""
+
+
+def _reason(e: Exception) -> str:
+    return str(e) if isinstance(e, RespiraError) else f"{type(e).__name__}: {e}"
+
+
+def _batched(items: Iterable, n: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Progress:
+    """Context manager giving advance(n); a transient rich bar on stderr when enabled and a terminal."""
+
+    def __init__(self, total: int, *, enabled: bool, description: str = "scoring") -> None:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        console = Console(stderr=True)
+        self.bar = Progress(console=console, transient=True, disable=not (enabled and console.is_terminal))
+        self.task = self.bar.add_task(description, total=total)
+
+    def __enter__(self) -> Callable[[int], None]:
+        self.bar.start()
+        return lambda n: self.bar.advance(self.task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load_model(name_or_path: str | os.PathLike, *, backend: str = "torch", device: str = "cpu") -> Model:
+    """A built-in name ("cough", "vocal") or a bundle path -> Model.
+
+    backend "torch" runs the bundle with PyTorch on `device`; "onnx" runs an exported ONNX
+    file (a path to .onnx with its .json sidecar) or a bundle exported on the fly, with
+    onnxruntime on CPU. Both compute features with the same torch front end.
+    """
+    if backend not in _BACKENDS:
+        raise ModelError(f"unknown backend {backend!r} (choose from {', '.join(_BACKENDS)})")
+    return _BACKENDS[backend](name_or_path, device)
+
+
+def _load_torch(name_or_path: str | os.PathLike, device: str) -> Model:
+    if Path(name_or_path).suffix == ".onnx":
+        raise ModelError(f"{name_or_path}: an ONNX file runs with backend='onnx'")
+    models, meta = load_bundle(name_or_path)
+    return Model(models, meta, name=resolve(name_or_path).stem, device=device)
+
+
+def _load_onnx(name_or_path: str | os.PathLike, device: str) -> Model:
+    from respira.export import export_onnx
+
+    if Path(name_or_path).suffix == ".onnx":
+        return Model.from_onnx(name_or_path)
+    torch_model = _load_torch(name_or_path, "cpu")
+    with tempfile.TemporaryDirectory(prefix="respira-onnx-") as tmp:
+        path = export_onnx(torch_model, Path(tmp) / f"{torch_model.name}.onnx")
+        return Model.from_onnx(path, name=torch_model.name)
+
+
+_BACKENDS: dict[str, Callable[[str | os.PathLike, str], Model]] = {"torch": _load_torch, "onnx": _load_onnx}

@@ -1,0 +1,164 @@
+"""`respira predict`, `models`, `export` and `evaluate` through the real entry point (exit codes included)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from tiny_models import SR, tiny_bundle, tone_clip, write_clip
+
+from respira import audio, bundle
+from respira.cli import main
+from respira.inference import load_model
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `respira ARGS`."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory.mktemp("model") / "tiny.respira")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Three clips, one in a sub-folder, and a text file that the folder walk skips."""
+    root = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(0)
+    (root / "sub").mkdir()
+    for name, freq in [("a.wav", 300), ("b.wav", 2500), ("sub/c.wav", 900)]:
+        write_clip(root / name, tone_clip(freq, 1.0, rng=rng))
+    (root / "readme.txt").write_text("not audio")
+    return root
+
+
+def test_csv_columns_and_numbers(capsys, model_path, folder):
+    code, out, err = run(capsys, "predict", model_path, folder, "--format", "csv")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == ["file", "label", "score", "prob_other", "prob_cough"]
+    files = [str(folder / n) for n in ("a.wav", "b.wav", "sub/c.wav")]
+    assert [r["file"] for r in rows] == files
+    expected = load_model(model_path).predict(files)
+    for row, rec in zip(rows, expected):
+        assert row["label"] == rec["label"]
+        assert float(row["score"]) == pytest.approx(rec["probabilities"]["cough"], abs=1e-6)
+        assert float(row["prob_other"]) + float(row["prob_cough"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_bad_file_gives_exit_1_and_the_good_rows(capsys, model_path, folder, tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00")
+    out_file = tmp_path / "out.csv"
+    code, _, err = run(capsys, "predict", model_path, folder / "a.wav", bad, folder / "b.wav", "-o", out_file)
+    assert code == 1
+    table = pd.read_csv(out_file)
+    assert table["file"].tolist() == [str(folder / "a.wav"), str(folder / "b.wav")]
+    lines = [line for line in err.splitlines() if "broken.wav" in line]
+    assert len(lines) == 1 and "Traceback" not in err
+
+
+def test_a_folder_without_audio_is_a_clear_error(capsys, model_path, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "data.csv").write_text("a,b\n")
+    code, out, err = run(capsys, "predict", model_path, tmp_path)
+    assert code == 2 and out == ""
+    assert str(tmp_path) in err and "no audio files" in err and "Traceback" not in err
+
+
+def test_json_and_table(capsys, model_path, folder):
+    code, out, _ = run(capsys, "predict", model_path, folder / "a.wav", "--format", "json")
+    assert code == 0
+    (record,) = json.loads(out)
+    assert record["file"] == str(folder / "a.wav") and set(record["probabilities"]) == {"other", "cough"}
+    code, out, _ = run(capsys, "predict", model_path, folder / "b.wav", "--backend", "onnx")
+    assert code == 0 and "prob_cough" in out and "b.wav" in out
+
+
+def test_unknown_model_and_format(capsys, model_path, folder):
+    code, _, err = run(capsys, "predict", "no_such_builtin", folder)
+    assert code == 2 and "no built-in model named 'no_such_builtin'" in err
+    code, _, err = run(capsys, "predict", model_path, folder, "--format", "xml")
+    assert code == 2 and "xml" in err
+
+
+def test_models_lists_builtins(capsys, model_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(bundle, "BUILTIN_DIR", tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")  # one line per model
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "No built-in models are installed yet" in out
+    (tmp_path / "cough.respira").write_bytes(model_path.read_bytes())
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    assert "cough" in out and "classification" in out and "balanced_accuracy 0.750" in out and "1 s" in out
+
+
+def test_export_command(capsys, model_path, tmp_path):
+    code, out, _ = run(capsys, "export", model_path, "-o", tmp_path / "m.onnx")
+    assert code == 0 and (tmp_path / "m.onnx").is_file() and (tmp_path / "m.json").is_file()
+    code, _, err = run(capsys, "export", model_path, "-o", tmp_path / "m.json")
+    assert code == 2 and ".onnx" in err
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """A 3-label manifest: 12 clips (cough / laugh / speech), 6 of them in the test split, one event row."""
+    root = tmp_path_factory.mktemp("manifest")
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(12):
+        label = ("cough", "laugh", "speech")[i % 3]
+        path = write_clip(root / f"{i}.wav", tone_clip((2500, 300, 900)[i % 3], 1.5, rng=rng))
+        rows.append({"path": path.name, "label": label, "start": 0.2 if i == 0 else None, "end": 1.2 if i == 0 else None,
+                     "subject": f"s{i // 2}", "split": "test" if i < 6 else "train", "source_label": label,
+                     "sex": "f" if i % 2 else "m"})
+    path = root / "manifest.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_evaluate_binary_model_on_a_three_label_manifest(capsys, model_path, manifest, tmp_path):
+    out_dir = tmp_path / "eval"
+    code, out, err = run(capsys, "evaluate", model_path, manifest, "-o", out_dir, "--n-boot", "20")
+    assert code == 0, err
+    assert "evaluating the 6 test rows" in err
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert (out_dir / "report.md").read_text().strip()
+    assert metrics["data"]["n"] == 6
+    assert metrics["data"]["labels"] == {"cough": 2, "other": 4}  # laugh and speech count as "other"
+    assert metrics["params"]["classes"] == ["other", "cough"] and metrics["params"]["positive"] == "cough"
+    assert 0.0 <= metrics["roc_auc"] <= 1.0
+    # the predictions are the inference path's own numbers, the event row cut to its start / end
+    rows = pd.read_csv(out_dir / "predictions.csv")
+    first = load_model(model_path).predict_proba([audio.load(manifest.parent / "0.wav", sr=SR, start=0.2, end=1.2)])[0, 1]
+    assert rows.loc[0, "prob_cough"] == pytest.approx(first, abs=1e-5)
+
+
+def test_evaluate_all_rows_and_unknown_labels(capsys, manifest, tmp_path):
+    multi = tiny_bundle(tmp_path / "multi.respira", classes=("cough", "laugh"), positive=None)
+    code, _, err = run(capsys, "evaluate", multi, manifest, "-o", tmp_path / "e1")
+    assert code == 2 and "'speech'" in err and "not classes of model" in err
+    three = tiny_bundle(tmp_path / "three.respira", classes=("cough", "laugh", "sneeze", "speech"), positive=None)
+    code, _, err = run(capsys, "evaluate", three, manifest, "-o", tmp_path / "e2", "--split", "all", "--n-boot", "0")
+    assert code == 0, err
+    assert json.loads((tmp_path / "e2" / "metrics.json").read_text())["data"]["n"] == 12
+
+
+def test_evaluate_reports_unreadable_rows(capsys, model_path, manifest, tmp_path):
+    table = pd.read_csv(manifest)
+    table.loc[1, "path"] = "missing.wav"
+    broken = manifest.parent / "broken.csv"
+    table.to_csv(broken, index=False)
+    code, _, err = run(capsys, "evaluate", model_path, broken, "-o", tmp_path / "e", "--n-boot", "0")
+    assert code == 0
+    assert "row 2" in err and "missing.wav" in err
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["data"]["n"] == 5

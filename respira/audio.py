@@ -119,7 +119,7 @@ def stream(src: AudioSource, *, sr: int = DEFAULT_SR, block_s: float = 60.0) -> 
     with _open(src) as reader:
         first, stop = _frame_range(reader, start=None, end=None)
         native = _decode(reader, start=first, stop=stop, block=max(1, round(_READ_BLOCK_S * reader.sr)))
-        blocks = native if reader.sr == sr else _resample_blocks(native, orig_sr=reader.sr, sr=sr)
+        blocks = native if reader.sr == sr else resample_stream(native, orig_sr=reader.sr, sr=sr)
         for y in _rechunk(blocks, size=size):
             yield np.clip(y, -1.0, 1.0, out=y)
 
@@ -520,7 +520,7 @@ def _decode(reader: _Reader, *, start: int, stop: int | None, block: int) -> Ite
             )
 
 
-def _resample_blocks(blocks: Iterable[np.ndarray], *, orig_sr: int, sr: int) -> Iterator[np.ndarray]:
+def resample_stream(blocks: Iterable[np.ndarray], *, orig_sr: int, sr: int) -> Iterator[np.ndarray]:
     """One continuous soxr HQ resampling over consecutive blocks; the same output as `resample` on their join."""
     resampler = soxr.ResampleStream(orig_sr, sr, 1, dtype="float32", quality="HQ")
     for y in blocks:

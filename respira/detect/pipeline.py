@@ -4,7 +4,8 @@ Blocks go through the gate (frame levels, noise floor); windows of the model's c
 every hop_s, are scored once the gate has seen gate_pad_s past their end (only windows near
 loud frames when the gate is on); the audio kept between blocks is one window plus the pad.
 At the end, energy bursts (`segment.find_bursts`) become events scored from the windows
-containing their loudest frame. Results do not depend on the block size.
+containing their loudest frame. Results do not depend on the block size. Events are also
+released while streaming, as soon as later audio can no longer change them (`feed`'s return).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from respira.detect import checkpoint as ckpt
 from respira.detect.config import DetectConfig
 from respira.detect.events import Event
-from respira.detect.gate import Levels, frame_levels, frame_samples, loud, padded_regions
+from respira.detect.gate import Levels, frame_levels, frame_samples, loud, padded_regions, runs
 from respira.detect.segment import find_bursts
 from respira.detect.state import Chunk, FileResult, StreamState
 from respira.errors import ModelError
@@ -41,8 +42,25 @@ class Scorer(Protocol):
         ...
 
 
+def score_strip(scorer: Scorer, y: np.ndarray, *, hop: int, n: int, length: int, batch_size: int) -> np.ndarray:
+    """[n, n_classes] probabilities of the windows y[k * hop : k * hop + length], k < n, zero-padded
+    past the end of y: the scorer's own `score_strip` when it has one (Model: features computed
+    once for overlapping windows), else `score_windows` in batches."""
+    own = getattr(scorer, "score_strip", None)
+    if own is not None:
+        return np.asarray(own(y, hop=hop, n=n, length=length, batch_size=batch_size))
+    padded = np.pad(y, (0, max(0, (n - 1) * hop + length - len(y))))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, length)[::hop][:n]
+    return np.concatenate([np.asarray(scorer.score_windows(np.ascontiguousarray(windows[i: i + batch_size])))
+                           for i in range(0, n, batch_size)])
+
+
 class StreamDetector:
-    """Feed the blocks of one recording in order with `feed`, then `finish()` -> FileResult."""
+    """Feed the blocks of one recording in order with `feed`, then `finish()` -> FileResult.
+
+    `feed` returns the events that became final with its block; they are the first `released`
+    of finish().events (counted from the start of the recording, also after resuming a state).
+    """
 
     def __init__(self, scorer: Scorer, cfg: DetectConfig, *, file: str = "", state: StreamState | None = None) -> None:
         if getattr(scorer, "task", "classification") != "classification" or scorer.positive is None:
@@ -57,33 +75,31 @@ class StreamDetector:
         self.pad = round(cfg.gate_pad_s * self.sr)
         self.positive_index = list(scorer.classes).index(scorer.positive)
         self.state = state or StreamState()
+        self.released = 0  # events returned by feed so far
+        self._settled = 0  # the frames before this one hold only released bursts
 
-    def feed(self, block: np.ndarray) -> None:
-        """Process the next block [samples] float32 at the scorer's sample rate."""
+    def feed(self, block: np.ndarray) -> list[Event]:
+        """Process the next block [samples] float32 at the scorer's sample rate; returns the events
+        (score >= threshold) that later audio can no longer change, in time order: exactly the
+        next ones of finish().events."""
         block = np.asarray(block, dtype=np.float32)
         levels = frame_levels(block, sr=self.sr, state=self.state.gate, cfg=self.cfg)
         self._advance(block, levels, final=False)
         self.state.blocks += 1
+        events = [e for e in self._release() if e.score >= self.cfg.threshold]
+        self.released += len(events)
+        return events
 
     def finish(self) -> FileResult:
         """Flush the last frames and windows; the events of the whole recording."""
         levels = frame_levels(np.zeros(0, np.float32), sr=self.sr, state=self.state.gate, cfg=self.cfg, final=True)
         self._advance(np.zeros(0, np.float32), levels, final=True)
         s, cfg = self.state, self.cfg
-        db = np.concatenate([c.db for c in s.chunks])
-        all_levels = Levels(0, db, np.concatenate([c.floor for c in s.chunks]))
-        mask = loud(all_levels, cfg=cfg)
-        scores = np.concatenate([c.scores for c in s.chunks])
-        frame_s = self.frame / self.sr
+        all_levels, scores = self._recent(0, 0)
         duration = s.samples / self.sr
-        regions = padded_regions(mask, first=0, frame_s=frame_s, pad_s=cfg.gate_pad_s)
+        regions = padded_regions(loud(all_levels, cfg=cfg), first=0, frame_s=self.frame / self.sr, pad_s=cfg.gate_pad_s)
         active = sum(max(0.0, min(b, duration) - a) for a, b in regions)
-        keep = min(cfg.candidate_floor, cfg.threshold)
-        candidates = []
-        for start, stop, peak in find_bursts(all_levels, frame_s=frame_s, cfg=cfg):
-            score = self._burst_score(scores, peak)
-            if score >= keep:
-                candidates.append(Event(self.file, start * frame_s, min(stop * frame_s, duration), self.scorer.positive, score))
+        candidates = self._candidates(all_levels, scores, first_window=0, duration=duration)
         return FileResult(self.file, tuple(candidates), scores.astype(np.float16), self.hop / self.sr, self.window_s,
                           duration, active, cfg.threshold)
 
@@ -125,24 +141,89 @@ class StreamDetector:
             lo = np.clip((starts - self.pad) // self.frame, s.loud_start, frames) - s.loud_start
             hi = np.minimum(-(-(starts + self.win + self.pad) // self.frame), frames) - s.loud_start
             cum = np.concatenate([[0], np.cumsum(s.loud_tail)])
-            active = np.flatnonzero(cum[np.maximum(hi, lo)] - cum[lo] > 0)
+            active = cum[np.maximum(hi, lo)] - cum[lo] > 0
         else:
-            active = np.arange(len(ks))
-        for i in range(0, len(active), self.cfg.batch_size):
-            chosen = active[i: i + self.cfg.batch_size]
-            windows = np.zeros((len(chosen), self.win), np.float32)
-            for row, j in enumerate(chosen):
-                piece = s.buffer[starts[j] - s.buffer_start: starts[j] - s.buffer_start + self.win]
-                windows[row, : len(piece)] = piece
-            out[chosen] = np.asarray(self.scorer.score_windows(windows))[:, self.positive_index]
+            active = np.ones(len(ks), bool)
+        for a, b in runs(active):  # consecutive windows share their features
+            first = starts[a] - s.buffer_start
+            y = s.buffer[first: first + (b - a - 1) * self.hop + self.win]
+            p = score_strip(self.scorer, y, hop=self.hop, n=b - a, length=self.win, batch_size=self.cfg.batch_size)
+            out[a:b] = p[:, self.positive_index]
         return out
 
-    def _burst_score(self, scores: np.ndarray, peak_frame: int) -> float:
-        """The highest score of the windows that contain the centre of frame `peak_frame`."""
+    def _recent(self, first_frame: int, first_window: int) -> tuple[Levels, np.ndarray]:
+        """Frame levels from frame first_frame on, and window scores [windows] from window first_window on."""
+        s = self.state
+        frames, windows, picked = s.gate.frames, s.next_window, []
+        for c in reversed(s.chunks):
+            if frames <= first_frame and windows <= first_window:
+                break
+            picked.append(c)
+            frames, windows = frames - len(c.db), windows - len(c.scores)
+
+        def joined(parts: list[np.ndarray], skip: int) -> np.ndarray:
+            return np.concatenate([np.zeros(0, np.float32), *parts[::-1]])[skip:]
+
+        levels = Levels(first_frame, joined([c.db for c in picked], first_frame - frames),
+                        joined([c.floor for c in picked], first_frame - frames))
+        return levels, joined([c.scores for c in picked], first_window - windows)
+
+    def _release(self) -> list[Event]:
+        """The candidates of the bursts from frame self._settled on that later frames cannot change."""
+        first_window = max(0, (self._settled * self.frame - self.win) // self.hop)
+        levels, scores = self._recent(self._settled, first_window)
+        n = self._final_frames(levels)
+        if n == 0:
+            return []
+        self._settled += n
+        final = Levels(levels.first, levels.db[:n], levels.floor[:n])
+        return self._candidates(final, scores, first_window=first_window, duration=self.state.samples / self.sr)
+
+    def _final_frames(self, levels: Levels) -> int:
+        """How many of `levels`' frames, from the first, hold only final bursts.
+
+        `find_bursts` works on groups of runs with a loud frame, joined when less than merge_gap_s
+        apart; a group is final once merge_gap_s of quiet frames follow it and the windows over its
+        last frame are scored. A run still open at the last frame may yet become loud, so it counts
+        as a group member. The count stops where the first group that is not final begins.
+        """
+        n, cfg = len(levels.db), self.cfg
+        gap = max(1, round(cfg.merge_gap_s / (self.frame / self.sr)))  # as find_bursts merges (0 and 1 alike)
+        seed = loud(levels, cfg=cfg)
+        sounding = loud(levels, cfg=cfg, over_floor_db=min(cfg.extend_db, cfg.gate_db))
+        groups: list[tuple[int, int]] = []
+        for a, b in runs(sounding):
+            if b < n and not seed[a:b].any():
+                continue
+            if groups and a - groups[-1][1] < gap:
+                groups[-1] = (groups[-1][0], b)
+            else:
+                groups.append((a, b))
+        for a, b in groups:
+            centre = (levels.first + b - 1) * self.frame + self.frame // 2
+            if b + gap > n or self.state.next_window <= centre // self.hop:
+                return a
+        return n
+
+    def _candidates(self, levels: Levels, scores: np.ndarray, *, first_window: int, duration: float) -> list[Event]:
+        """The bursts in `levels` scored from `scores` (windows first_window on), kept when
+        score >= min(candidate_floor, threshold)."""
+        frame_s, keep = self.frame / self.sr, min(self.cfg.candidate_floor, self.cfg.threshold)
+        out = []
+        for start, stop, peak in find_bursts(levels, frame_s=frame_s, cfg=self.cfg):
+            score = self._burst_score(scores, levels.first + peak, first_window=first_window)
+            if score >= keep:
+                out.append(Event(self.file, (levels.first + start) * frame_s, min((levels.first + stop) * frame_s, duration),
+                                 self.scorer.positive, score))
+        return out
+
+    def _burst_score(self, scores: np.ndarray, peak_frame: int, *, first_window: int) -> float:
+        """The highest score of the windows that contain the centre of frame `peak_frame`
+        (scores[i] is window first_window + i)."""
         centre = peak_frame * self.frame + self.frame // 2
-        lo = max(0, -(-(centre - self.win + 1) // self.hop))
-        hi = min(len(scores), centre // self.hop + 1)
-        return float(scores[lo:hi].max()) if hi > lo else 0.0
+        lo = max(first_window, -(-(centre - self.win + 1) // self.hop))
+        hi = min(first_window + len(scores), centre // self.hop + 1)
+        return float(scores[lo - first_window: hi - first_window].max()) if hi > lo else 0.0
 
 
 def detect_array(y: np.ndarray, scorer: Scorer, cfg: DetectConfig = DetectConfig(), *, file: str = "") -> FileResult:

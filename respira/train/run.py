@@ -1,0 +1,189 @@
+"""One training run, config to bundle: data -> model(s) -> test evaluation -> RUN_DIR/model.respira.
+
+RUN_DIR holds config.yaml (resolved), manifest.csv (the rows used, with their splits),
+checkpoint.pt + history.csv (one model; with several, one folder per member and a combined
+history.csv), cv.json (group_kfold), eval/ (metrics.json, report.md, figures) and model.respira.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from respira import __version__
+from respira.bundle import BundleMeta, save_bundle
+from respira.config import Config, save_config
+from respira.data import group_kfold, write_manifest
+from respira.errors import ConfigError
+from respira.train.dataset import TrainingData, data_summary, prepare
+from respira.train.distributed import Dist, setup, teardown
+from respira.train.loop import CHECKPOINT, HISTORY, FitResult, Member, early_stop_metric, fit, model_spec
+from respira.train.tasks import is_better
+
+BUNDLE = "model.respira"
+CONFIG = "config.yaml"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where the bundle went, the test metrics (empty without a test split) and the k-fold summary."""
+
+    bundle: Path
+    metrics: dict
+    cv: dict | None
+
+
+def train(cfg: Config, run_dir: str | os.PathLike, *, resume: bool = False, command: str = "",
+          on_step: Callable[[int], None] | None = None, log: Callable[[str], None] = print) -> RunResult | None:
+    """Train what `cfg` describes into `run_dir` (see the module docstring). Under torchrun every
+    rank trains; rank 0 alone writes files and gets the RunResult, the others get None.
+
+    resume: continue the run in `run_dir` from its checkpoints. command: the command line,
+    kept in the bundle's provenance. on_step(step) runs after every optimizer step.
+    Raises loop.Interrupted when stopped by Ctrl-C (after saving a checkpoint).
+    """
+    run_dir = Path(run_dir)
+    if not resume and _holds_run(run_dir):
+        raise ConfigError(f"{run_dir} already holds a training run; pass --resume to continue it "
+                          "or choose another output folder")
+    dist = setup(cfg.train.device)
+    try:
+        return _train(cfg, run_dir, dist, resume=resume, command=command, on_step=on_step, log=log)
+    finally:
+        teardown(dist)
+
+
+def _train(cfg: Config, run_dir: Path, dist: Dist, *, resume: bool, command: str,
+           on_step: Callable[[int], None] | None, log: Callable[[str], None]) -> RunResult | None:
+    if dist.main:
+        save_config(cfg, run_dir / CONFIG)
+    data = prepare(cfg, progress=dist.main)
+    if dist.main:
+        write_manifest(data.table, run_dir / "manifest.csv")
+        sizes = ", ".join(f"{split} {counts['n']}" for split, counts in data.counts().items())
+        processes = f" x {dist.world} processes" if dist.world > 1 else ""
+        log(f"data: {len(data.table)} clips ({sizes}); outputs {', '.join(data.classes)}; device {dist.device}{processes}")
+    members = plan_members(cfg, data, run_dir)
+    results = [fit(cfg, data, m, dist=dist, resume=resume, on_step=on_step, log=log) for m in members]
+    cv = cv_summary(results, members) if cfg.validation.strategy == "group_kfold" else None
+    if not dist.main:
+        return None
+    if len(members) > 1:
+        pd.concat([pd.DataFrame(r.history).assign(member=m.name) for r, m in zip(results, members)]
+                  ).to_csv(run_dir / HISTORY, index=False)
+    if cv is not None:
+        (run_dir / "cv.json").write_text(json.dumps(cv, indent=2), encoding="utf-8")
+    models = chosen_models(cfg, results)
+    meta = BundleMeta(
+        task=cfg.task.type, classes=data.classes, positive=cfg.data.positive,
+        features=cfg.features.to_dict(), model=model_spec(cfg, len(data.classes)),
+        clip_seconds=cfg.data.clip_seconds, pooling="mean", thresholds={"decision": 0.5},
+    )
+    metrics = {}
+    if len(data.rows("test")):
+        metrics = evaluate_test(models, meta, data, out_dir=run_dir / "eval", seed=cfg.train.seed, device=dist.device)
+    provenance = {
+        "data": data_summary(data, cfg.data),
+        "config": cfg.to_dict(),
+        "metrics": metrics,
+        "training": {"metric": early_stop_metric(cfg), "processes": dist.world, "members": [
+            {"name": m.name, "seed": m.seed, "best": r.best, "val": r.val_metrics, "epochs": len(r.history)}
+            for m, r in zip(members, results)], "cv": cv},
+        "version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+    }
+    meta = BundleMeta(**{**meta.to_dict(), "provenance": _jsonable(provenance)})
+    save_bundle(run_dir / BUNDLE, models, meta)
+    return RunResult(bundle=run_dir / BUNDLE, metrics=metrics, cv=cv)
+
+
+def plan_members(cfg: Config, data: TrainingData, run_dir: Path) -> list[Member]:
+    """The models to train: one per ensemble seed on the holdout split, or one per group k-fold
+    fold of the non-test rows. A lone model writes straight into run_dir, several into subfolders."""
+    seed = cfg.train.seed
+    if cfg.validation.strategy == "holdout":
+        n = int(cfg.train.ensemble)
+        train, val = data.rows("train"), data.rows("val")
+        return [Member(name=f"member{i + 1}" if n > 1 else "", seed=seed + i, train=train, val=val,
+                       out_dir=run_dir / f"member{i + 1}" if n > 1 else run_dir) for i in range(n)]
+    pool = np.flatnonzero(data.table["split"].to_numpy() != "test")
+    stratify = None if cfg.task.type == "regression" else "task_label"
+    folds = group_kfold(data.table.iloc[pool], folds=cfg.validation.folds, seed=cfg.data.split.seed, stratify=stratify)
+    return [Member(name=f"fold{k + 1}", seed=seed + k, train=pool[tr], val=pool[va], out_dir=run_dir / f"fold{k + 1}")
+            for k, (tr, va) in enumerate(folds)]
+
+
+def cv_summary(results: list[FitResult], members: list[Member]) -> dict:
+    """Mean and standard deviation over folds of each validation metric at its fold's best epoch."""
+    names = sorted(set.intersection(*(set(r.val_metrics) for r in results)))
+    values = {k: np.array([r.val_metrics[k] for r in results], dtype=float) for k in names}
+    return {
+        "metric": results[0].metric,
+        "folds": [{"fold": m.name, "rows_train": len(m.train), "rows_val": len(m.val), **r.val_metrics}
+                  for m, r in zip(members, results)],
+        "mean": {k: float(np.mean(v)) for k, v in values.items()},
+        "std": {k: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()},
+    }
+
+
+def chosen_models(cfg: Config, results: list[FitResult]) -> list[nn.Module]:
+    """What ships: every member (an ensemble, or ensemble "folds"), else the best fold's model."""
+    if cfg.validation.strategy == "holdout" or cfg.train.ensemble == "folds":
+        return [r.model for r in results]
+    best = results[0]
+    for r in results[1:]:
+        if is_better(r.metric, r.best, best.best):
+            best = r
+    return [best.model]
+
+
+def evaluate_test(models: list[nn.Module], meta: BundleMeta, data: TrainingData, *, out_dir: Path, seed: int,
+                  device: torch.device | str = "cpu") -> dict:
+    """Score the test clips through `respira.inference` (the path predictions take) and write
+    out_dir/metrics.json, report.md and figures; returns the metrics."""
+    from respira.evaluate import Predictions, evaluate_predictions
+    from respira.inference import Model
+
+    rows = data.rows("test")
+    model = Model(models, meta, name="test", device=device)
+    output = model.predict_proba([data.waves[i] for i in rows])
+    manifest = data.table.iloc[rows].drop(columns=["task_label"]).reset_index(drop=True)
+    targets = {"classification": data.targets[rows].argmax(axis=1), "multilabel": data.targets[rows],
+               "regression": data.targets[rows, 0]}[meta.task]
+    output = np.asarray(output, dtype=float)
+    regression = meta.task == "regression"
+    pred = Predictions(manifest=manifest, classes=list(meta.classes), task=meta.task,
+                       proba=None if regression else output, values=output if regression else None,
+                       targets=targets, positive=meta.positive, threshold=meta.thresholds["decision"])
+    return evaluate_predictions(pred, out_dir=out_dir, model_name=meta.model["name"], seed=seed)
+
+
+def _holds_run(run_dir: Path) -> bool:
+    """Whether `run_dir` has a checkpoint or a bundle of an earlier run (a config alone does not count)."""
+    return (run_dir / BUNDLE).exists() or any(run_dir.glob(CHECKPOINT)) or any(run_dir.glob(f"*/{CHECKPOINT}"))
+
+
+def _jsonable(value: object) -> object:
+    """`value` with numpy scalars / arrays as plain numbers / lists and NaN as None (JSON-ready)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,169 @@
+"""The preprocessing pipeline: each augmentation step does what it says, and none runs at evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from respira.config import AugmentConfig
+from respira.features import FeatureConfig, features
+from respira.train.augment import Pipeline, build_pipeline, class_weights, sample_weights
+
+SR = 16000
+FEATS = FeatureConfig(n_mels=40)
+OFF = AugmentConfig(shift=False, gain_db=0.0, noise_p=0.0, spec_time_masks=0, spec_freq_masks=0, mixup_p=0.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pipeline(**changes: object) -> Pipeline:
+    return build_pipeline(OFF.__class__(**{**OFF.__dict__, **changes}), FEATS, clip_seconds=1.0)
+
+
+def step(p: Pipeline, name: str):
+    return next(s for s in p.steps if s.name == name)
+
+
+def tone(freq: float, seconds: float = 1.0, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def peak_freq(y: torch.Tensor) -> float:
+    spectrum = np.abs(np.fft.rfft(y.numpy() * np.hanning(len(y))))
+    return float(np.argmax(spectrum) * SR / len(y))
+
+
+Y3 = torch.eye(3)
+
+
+def test_steps_are_named_and_marked() -> None:
+    p = build_pipeline(AugmentConfig(pitch_shift=2.0, time_stretch=0.1), FEATS, clip_seconds=1.0)
+    assert [(s.name, s.augment) for s in p.steps] == [
+        ("shift", True), ("fit", False), ("pitch_shift", True), ("gain", True), ("noise", True),
+        ("features", False), ("time_stretch", True), ("time_masks", True), ("freq_masks", True), ("mixup", True),
+    ]
+    assert [s.name for s in pipeline().steps] == ["fit", "features"]  # switched-off steps are left out
+    waveform_mixup = build_pipeline(AugmentConfig(mixup_on="waveform"), FEATS, clip_seconds=1.0)
+    assert [s.name for s in waveform_mixup.steps].index("mixup") < [s.name for s in waveform_mixup.steps].index("features")
+
+
+def test_evaluation_runs_no_augmentation() -> None:
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (8000, 16000, 40000)]
+    full = build_pipeline(AugmentConfig(pitch_shift=3.0, time_stretch=0.2, mixup_p=1.0), FEATS, clip_seconds=1.0)
+    (x,), y = full(clips, Y3, train=False)
+    centred = np.stack([np.pad(clips[0], (4000, 4000)), clips[1], clips[2][12000:28000]])
+    torch.testing.assert_close(x, features(centred, FEATS))
+    torch.testing.assert_close(y, Y3)
+    (x_train,), _ = full(clips, Y3, train=True, rng=np.random.default_rng(1))
+    assert x_train.shape == x.shape and not torch.allclose(x_train, x)
+
+
+def test_shift_takes_random_crops_and_placements() -> None:
+    p = pipeline(shift=True)
+    impulse = np.zeros(SR // 2, np.float32)
+    impulse[0] = 1.0
+    long = np.arange(3 * SR, dtype=np.float32)
+    offsets, starts = set(), set()
+    for seed in range(8):
+        (short_out, long_out), _ = step(p, "shift").fn([impulse, long], Y3[:2], np.random.default_rng(seed))
+        assert len(short_out) == len(long_out) == SR
+        offsets.add(int(np.argmax(short_out)))
+        starts.add(int(long_out[0]))
+        np.testing.assert_array_equal(long_out, np.arange(long_out[0], long_out[0] + SR, dtype=np.float32))
+    assert len(offsets) > 4 and all(0 <= o <= SR // 2 for o in offsets)
+    assert len(starts) > 4 and all(0 <= s <= 2 * SR for s in starts)
+
+
+def test_gain_stays_within_its_range() -> None:
+    x = torch.from_numpy(np.stack([tone(440)] * 64))
+    out = step(pipeline(gain_db=6.0), "gain").fn(x, Y3, np.random.default_rng(0))[0]
+    db = 20 * torch.log10(out.abs().amax(dim=1) / x.abs().amax(dim=1))
+    assert db.min() >= -6.0 - 1e-4 and db.max() <= 6.0 + 1e-4
+    assert db.max() - db.min() > 6.0  # spread over the range, not one gain for all
+
+
+def test_noise_has_the_drawn_snr() -> None:
+    x = torch.from_numpy(np.stack([tone(440)] * 32))
+    out = step(pipeline(noise_p=1.0, noise_snr_db=(10.0, 20.0)), "noise").fn(x, Y3, np.random.default_rng(0))[0]
+    noise = out - x
+    snr = 10 * torch.log10(x.square().mean(1) / noise.square().mean(1))
+    assert snr.min() > 9.5 and snr.max() < 20.5
+    half = step(pipeline(noise_p=0.5), "noise").fn(x, Y3, np.random.default_rng(0))[0]
+    untouched = (half == x).all(dim=1)
+    assert 0 < int(untouched.sum()) < len(x)  # p = 0.5: some clips are left as they are
+
+
+def test_pitch_shift_moves_a_tone_by_the_drawn_semitones() -> None:
+    x = torch.from_numpy(tone(1000.0)[None])
+    out = step(pipeline(pitch_shift=4.0), "pitch_shift").fn(x, Y3[:1], np.random.default_rng(3))[0]
+    semitones = np.random.default_rng(3).uniform(-4.0, 4.0, size=1)[0]
+    assert out.shape == x.shape
+    assert peak_freq(out[0]) == pytest.approx(1000.0 * 2 ** (semitones / 12), rel=0.01)
+    assert abs(semitones) > 0.5  # the check above means something
+
+
+def test_time_stretch_moves_frames_but_not_bins() -> None:
+    x = torch.zeros(1, 1, 40, 101)
+    x[0, 0, 10, 80] = 1.0  # one cell 30 frames after the centre
+    out = step(pipeline(time_stretch=0.3), "time_stretch").fn(x, Y3[:1], np.random.default_rng(5))[0]
+    rate = np.random.default_rng(5).uniform(0.7, 1.3, size=1)[0]
+    assert out.shape == x.shape
+    frame = int(out[0, 0, 10].argmax())
+    assert frame == pytest.approx(50 + 30 * rate, abs=1.5)
+    assert int(out[0, 0].amax(dim=1).argmax()) == 10  # the bin stays
+
+
+def test_spec_masks_fill_whole_frames_and_bins_with_the_mean() -> None:
+    x = torch.rand(16, 1, 40, 100) + 1.0
+    p = pipeline(spec_time_masks=2, spec_time_width=0.1, spec_freq_masks=2, spec_freq_width=8)
+    timed = step(p, "time_masks").fn(x, Y3, np.random.default_rng(0))[0]
+    mean = x.mean(dim=(1, 2, 3))
+    masked_frames = (timed == mean[:, None, None, None]).all(dim=2)[:, 0]  # [16, frames]
+    changed_frames = (timed != x).any(dim=2)[:, 0]
+    assert torch.equal(masked_frames, changed_frames)
+    assert 0 < masked_frames.sum(dim=1).max() <= 2 * 10
+    freq = step(p, "freq_masks").fn(x, Y3, np.random.default_rng(0))[0]
+    masked_bins = (freq == mean[:, None, None, None]).all(dim=3)[:, 0]
+    assert torch.equal(masked_bins, (freq != x).any(dim=3)[:, 0])
+    assert 0 < masked_bins.sum(dim=1).max() <= 2 * 8
+
+
+def test_masks_cover_both_maps_of_dual_features() -> None:
+    dual = FeatureConfig(kind="dual", n_mels=40, n_mfcc=13)
+    p = build_pipeline(OFF.__class__(**{**OFF.__dict__, "spec_time_masks": 1, "spec_time_width": 0.5}), dual, clip_seconds=1.0)
+    clips = [np.random.default_rng(i).standard_normal(SR).astype(np.float32) for i in range(4)]
+    (mfcc, logmel), _ = p(clips, torch.eye(4), train=True, rng=np.random.default_rng(0))
+    assert mfcc.shape[2] == 13 and logmel.shape[2] == 40
+    (mfcc0, logmel0), _ = p(clips, torch.eye(4), train=False)
+    np.testing.assert_array_equal((mfcc != mfcc0).any(dim=2).numpy(), (logmel != logmel0).any(dim=2).numpy())
+
+
+def test_mixup_blends_inputs_and_targets_alike() -> None:
+    x = torch.arange(4, dtype=torch.float32)[:, None, None, None].expand(4, 1, 2, 3).clone()
+    y = torch.eye(4)
+    out, soft = step(pipeline(mixup_p=1.0, mixup_alpha=0.4), "mixup").fn(x, y, np.random.default_rng(0))
+    torch.testing.assert_close(soft.sum(dim=1), torch.ones(4))
+    torch.testing.assert_close(out[:, 0, 0, 0], soft @ torch.arange(4, dtype=torch.float32))  # same weights for x and y
+    assert not torch.equal(soft, y)
+    skipped = step(pipeline(mixup_p=0.2), "mixup").fn(x, y, np.random.default_rng(1))  # rng.random() = 0.51 > 0.2
+    assert skipped[1] is y
+
+
+def test_balanced_sampling_and_loss_weights() -> None:
+    targets = np.eye(3, dtype=np.float32)[[0] * 60 + [1] * 30 + [2] * 10]
+    w = sample_weights(targets)
+    per_class = [w[targets[:, c] == 1].sum() for c in range(3)]
+    np.testing.assert_allclose(per_class, [1 / 3] * 3)
+    np.testing.assert_allclose(class_weights(targets, task="classification"), [100 / 180, 100 / 90, 100 / 30])
+    multi = np.array([[1, 0], [1, 1], [0, 0], [0, 0]], dtype=np.float32)
+    np.testing.assert_allclose(class_weights(multi, task="multilabel"), [1.0, 3.0])
+    np.testing.assert_allclose(sample_weights(multi), [1 / 3, 1 / 3, 1 / 6, 1 / 6])

@@ -1,0 +1,159 @@
+"""PNG figures of audio and features: waveform, spectrogram, class probabilities.
+
+Each function draws on its own matplotlib ``Figure`` with the Agg canvas (no pyplot, so no
+global figure state), returns the PNG bytes and, given ``path``, also writes them there.
+Figures are 800 x 300 pixels (taller for many classes) with a tight layout.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from respira.errors import AudioError, ConfigError, DataError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from respira.features import FeatureConfig
+
+WIDTH_IN, HEIGHT_IN, DPI = 8.0, 3.0, 100
+ENVELOPE_COLUMNS = 2000
+"""Long waveforms are drawn as a min/max envelope over this many columns."""
+
+BAR_COLOR = "#1f77b4"
+_NICE_HZ = (50, 100, 200, 500, 1000, 2000, 4000, 8000, 16000, 24000, 48000)
+
+
+def waveform_png(
+    y: np.ndarray, *, sr: int, path: str | Path | None = None, title: str | None = None
+) -> bytes:
+    """y [samples] at ``sr`` Hz -> PNG of amplitude against time in seconds."""
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1 or y.size == 0:
+        raise AudioError(f"waveform_png: expected a non-empty 1-D signal, got shape {y.shape}")
+    fig = _new_figure(HEIGHT_IN)
+    ax = fig.add_subplot()
+    if y.size > 2 * ENVELOPE_COLUMNS:
+        starts = np.linspace(0, y.size, ENVELOPE_COLUMNS, endpoint=False).astype(np.int64)
+        t = starts / sr
+        ax.fill_between(t, np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts),
+                        color=BAR_COLOR, linewidth=0.5)
+    else:
+        ax.plot(np.arange(y.size) / sr, y, color=BAR_COLOR, linewidth=0.8)
+    ax.set_xlim(0, y.size / sr)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("amplitude")
+    return _finish(fig, ax, path, title)
+
+
+def spectrogram_png(
+    S: np.ndarray,
+    *,
+    cfg: FeatureConfig,
+    kind: str = "mel",
+    path: str | Path | None = None,
+    title: str | None = None,
+) -> bytes:
+    """S [bins, frames] (log-mel in dB, or MFCC) -> PNG with time in seconds and a colorbar.
+
+    kind "mel": the frequency axis is labelled in Hz at the mel band centres of ``cfg``;
+    kind "mfcc": the axis is the coefficient index.
+    """
+    return _finish(*_spectrogram_figure(S, cfg=cfg, kind=kind), path, title)
+
+
+def probabilities_png(
+    probs: dict[str, float], *, path: str | Path | None = None, title: str | None = None
+) -> bytes:
+    """{label: probability} -> PNG of horizontal bars, highest at the top, value at each bar."""
+    if not probs:
+        raise DataError("probabilities_png: no probabilities to plot")
+    items = sorted(((str(k), float(v)) for k, v in probs.items()), key=lambda kv: -kv[1])
+    values = np.array([v for _, v in items])
+    if not np.all(np.isfinite(values)):
+        raise DataError(f"probabilities_png: non-finite probability in {dict(items)}")
+    fig = _new_figure(max(HEIGHT_IN, 0.3 * len(items) + 1.0))
+    ax = fig.add_subplot()
+    rows = np.arange(len(items))
+    ax.barh(rows, values, color=BAR_COLOR, height=0.7)
+    ax.set_yticks(rows, [k for k, _ in items])
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(1.0, float(values.max())) * 1.08)
+    for row, value in zip(rows, values):
+        ax.text(value, row, f" {value:.2f}", va="center", fontsize=8)
+    ax.set_xlabel("probability")
+    return _finish(fig, ax, path, title)
+
+
+def _mel_axis(ax: Axes, bins: int, cfg: FeatureConfig) -> str:
+    import librosa
+
+    if bins != cfg.n_mels:
+        raise DataError(f"spectrogram_png: {bins} mel bins, but the config has n_mels={cfg.n_mels}")
+    centers = librosa.mel_frequencies(n_mels=bins + 2, fmin=cfg.fmin, fmax=cfg.mel_fmax, htk=False)[1:-1]
+    ticks: dict[float, str] = {}
+    for hz in (f for f in _NICE_HZ if centers[0] <= f <= centers[-1]):
+        position = float(np.interp(hz, centers, np.arange(bins)))
+        if not ticks or position - max(ticks) >= bins / 12:  # keep labels apart
+            ticks[position] = _hz_label(hz)
+    ax.set_yticks(list(ticks), list(ticks.values()))
+    ax.set_ylabel("frequency (Hz)")
+    return "dB"
+
+
+def _mfcc_axis(ax: Axes, bins: int, cfg: FeatureConfig) -> str:
+    ax.set_ylabel("coefficient")
+    return "coefficient (dB)"
+
+
+_AXES: dict[str, Callable[[Axes, int, FeatureConfig], str]] = {"mel": _mel_axis, "mfcc": _mfcc_axis}
+"""Spectrogram kind -> labels its frequency axis and returns the colorbar label."""
+
+_CMAPS = {"mel": "magma", "mfcc": "coolwarm"}
+
+
+def _spectrogram_figure(S: np.ndarray, *, cfg: FeatureConfig, kind: str) -> tuple[Figure, Axes]:
+    if kind not in _AXES:
+        raise ConfigError(f"spectrogram_png: kind must be one of {', '.join(_AXES)}, got {kind!r}")
+    S = np.asarray(S, dtype=np.float32)
+    if S.ndim != 2 or 0 in S.shape:
+        raise DataError(f"spectrogram_png: expected non-empty [bins, frames], got shape {S.shape}")
+    bins, frames = S.shape
+    fig = _new_figure(HEIGHT_IN)
+    ax = fig.add_subplot()
+    image = ax.imshow(
+        S, origin="lower", aspect="auto", interpolation="nearest", cmap=_CMAPS[kind],
+        extent=(0.0, frames * cfg.hop_length / cfg.sample_rate, -0.5, bins - 0.5),
+    )
+    fig.colorbar(image, ax=ax, label=_AXES[kind](ax, bins, cfg), pad=0.01)
+    ax.set_xlabel("time (s)")
+    return fig, ax
+
+
+def _hz_label(hz: float) -> str:
+    return f"{hz / 1000:g}k" if hz >= 1000 else f"{hz:g}"
+
+
+def _new_figure(height_in: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(WIDTH_IN, height_in), dpi=DPI, layout="tight")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _finish(fig: Figure, ax: Axes, path: str | Path | None, title: str | None) -> bytes:
+    if title:
+        ax.set_title(title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    data = buffer.getvalue()
+    if path is not None:
+        Path(path).write_bytes(data)
+    return data

@@ -1,0 +1,103 @@
+"""respira.plots: valid PNGs of the expected size, written to path, no pyplot state left behind."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from respira import plots
+from respira.errors import AudioError, ConfigError, DataError
+from respira.features import FeatureConfig, log_mel, mfcc
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_png(data: bytes) -> np.ndarray:
+    assert data.startswith(PNG_SIGNATURE)
+    return mpimg.imread(io.BytesIO(data), format="png")
+
+
+def tone(seconds: float = 1.0, sr: int = 16000, hz: float = 1000.0) -> np.ndarray:
+    t = np.arange(int(sr * seconds)) / sr
+    noise = 0.01 * np.random.default_rng(0).standard_normal(t.size)
+    return (0.3 * np.sin(2 * np.pi * hz * t) + noise).astype(np.float32)
+
+
+def is_drawn(image: np.ndarray) -> bool:
+    """More than a blank canvas: several distinct colours."""
+    return len(np.unique(image[..., :3].reshape(-1, 3), axis=0)) > 20
+
+
+@pytest.mark.parametrize("seconds", [0.2, 30.0])  # plain line, and min/max envelope
+def test_waveform_png_is_a_valid_800x300_png(tmp_path, seconds):
+    path = tmp_path / "wave.png"
+    data = plots.waveform_png(tone(seconds), sr=16000, path=path, title="cough 1")
+    image = read_png(data)
+    assert image.shape == (300, 800, 4) and is_drawn(image)
+    assert path.read_bytes() == data
+
+
+@pytest.mark.parametrize("kind", ["mel", "mfcc"])
+def test_spectrogram_png_is_a_valid_png(tmp_path, kind):
+    cfg = FeatureConfig()
+    S = (log_mel if kind == "mel" else mfcc)(tone(), cfg).numpy()
+    data = plots.spectrogram_png(S, cfg=cfg, kind=kind, path=tmp_path / "s.png")
+    image = read_png(data)
+    assert image.shape == (300, 800, 4) and is_drawn(image)
+    assert (tmp_path / "s.png").read_bytes() == data
+
+
+def test_spectrogram_axes_are_seconds_and_hz():
+    cfg = FeatureConfig(sample_rate=8000, n_fft=256, win_length=200, hop_length=80, n_mels=40,
+                        fmax=4000.0)
+    S = log_mel(tone(2.0, sr=8000), cfg).numpy()
+    fig, ax = plots._spectrogram_figure(S, cfg=cfg, kind="mel")
+    assert ax.get_xlim() == pytest.approx((0.0, S.shape[1] * 80 / 8000))
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert "1k" in labels and "2k" in labels
+    assert fig.axes[1].get_ylabel() == "dB"  # the colorbar
+    _, ax = plots._spectrogram_figure(S[:13], cfg=cfg, kind="mfcc")
+    assert ax.get_ylabel() == "coefficient" and ax.get_ylim() == (-0.5, 12.5)
+
+
+def test_probabilities_png_bars_sorted_with_lengths_in_proportion():
+    probs = {"speech": 0.2, "cough": 0.6, "laugh": 0.05, "sneeze": 0.15}
+    image = read_png(plots.probabilities_png(probs, title="clip.wav"))
+    assert image.shape == (300, 800, 4)
+    bar = np.all(np.abs(image[..., :3] - np.array([0x1F, 0x77, 0xB4]) / 255) < 0.02, axis=-1)
+    rows = np.flatnonzero(bar.sum(axis=1) > 5)
+    groups = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)
+    widths = [bar[g].sum(axis=1).max() for g in groups]  # top to bottom
+    assert len(widths) == 4
+    np.testing.assert_allclose(np.array(widths) / widths[0], [1, 0.2 / 0.6, 0.15 / 0.6, 0.05 / 0.6],
+                               atol=0.02)
+
+
+def test_many_classes_get_a_taller_figure():
+    probs = {f"class {i}": i / 20 for i in range(20)}
+    image = read_png(plots.probabilities_png(probs))
+    assert image.shape[1] == 800 and image.shape[0] > 500
+
+
+def test_no_pyplot_figures_left_open():
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    plots.waveform_png(tone(0.1), sr=16000)
+    plots.probabilities_png({"a": 1.0})
+    assert plt.get_fignums() == before
+
+
+def test_bad_inputs_raise_typed_errors():
+    cfg = FeatureConfig()
+    with pytest.raises(AudioError, match="1-D"):
+        plots.waveform_png(np.zeros((2, 100)), sr=16000)
+    with pytest.raises(ConfigError, match="kind"):
+        plots.spectrogram_png(np.zeros((64, 10)), cfg=cfg, kind="cqt")
+    with pytest.raises(DataError, match="n_mels"):
+        plots.spectrogram_png(np.zeros((40, 10)), cfg=cfg)
+    with pytest.raises(DataError, match="no probabilities"):
+        plots.probabilities_png({})

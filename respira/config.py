@@ -65,6 +65,8 @@ class DataConfig:
     `positive` vs every other label (named `negative`). label_column: the column holding the
     label (for regression, the numeric target). exclude_subjects_of: a source whose subjects
     are dropped before splitting (never trained on, e.g. the calls a detector is tested on).
+    clip_seconds: the model's window; longer clips are scored window by window at inference and
+    the windows pooled by `pooling` ("mean", or "max": an event anywhere in the clip counts).
     """
 
     sources: tuple[SourceConfig, ...] = ()
@@ -74,6 +76,7 @@ class DataConfig:
     negative: str = "other"
     exclude_subjects_of: Union[SourceConfig, None] = None
     clip_seconds: float = _num(4.0, gt=0.0, le=600.0)
+    pooling: Literal["mean", "max"] = "mean"
     split: SplitConfig = SplitConfig()
 
 
@@ -90,7 +93,10 @@ class ModelConfig:
 class AugmentConfig:
     """Training-only augmentation (all of it is off at validation, test and inference).
 
-    shift: random crop / placement of each clip (else centred). gain_db: random gain in
+    shift: random crop / placement of each clip (else centred). crop: "random" anywhere in the
+    clip, or "loudest": a window that contains the clip's loudest 20-ms frame (random position in
+    training, centred on it otherwise), so a short event in a long clip is never cropped away.
+    gain_db: random gain in
     +-gain_db. noise_snr_db: white noise at a random SNR in [low, high] dB, with probability
     noise_p. pitch_shift: resampling by up to +-pitch_shift semitones (changes speed too).
     time_stretch: spectrogram frames resampled by a rate in 1 +- time_stretch (pitch kept).
@@ -101,6 +107,7 @@ class AugmentConfig:
     """
 
     shift: bool = True
+    crop: Literal["random", "loudest"] = "random"
     gain_db: float = _num(6.0, ge=0.0, le=40.0)
     noise_snr_db: tuple[float, float] = (10.0, 40.0)
     noise_p: float = _num(0.5, ge=0.0, le=1.0)

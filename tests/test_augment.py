@@ -167,3 +167,19 @@ def test_balanced_sampling_and_loss_weights() -> None:
     multi = np.array([[1, 0], [1, 1], [0, 0], [0, 0]], dtype=np.float32)
     np.testing.assert_allclose(class_weights(multi, task="multilabel"), [1.0, 3.0])
     np.testing.assert_allclose(sample_weights(multi), [1 / 3, 1 / 3, 1 / 6, 1 / 6])
+
+
+def test_loudest_crop_keeps_a_short_event_that_a_random_crop_can_miss():
+    from respira.train.augment import _loudest
+
+    sr, length = 16000, 16000
+    clip = np.zeros(6 * sr, dtype=np.float32)
+    clip[int(4.8 * sr) : int(5.0 * sr)] = 0.5  # a 0.2-s burst near the end of a 6-s clip
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        window = _loudest(clip, length=length, rng=rng)
+        assert len(window) == length and np.abs(window).max() == 0.5
+    centred = _loudest(clip, length=length)
+    assert np.flatnonzero(centred)[0] == pytest.approx(length / 2, abs=sr * 0.02)  # centred on the onset frame
+    short = np.ones(100, dtype=np.float32)
+    assert _loudest(short, length=length) is short

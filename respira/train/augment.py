@@ -67,8 +67,10 @@ def build_pipeline(aug: AugmentConfig, feats: FeatureConfig, *, clip_seconds: fl
     length = int(round(clip_seconds * feats.sample_rate))
     device = torch.device(device)
     mixup = functools.partial(_mixup, alpha=aug.mixup_alpha, p=aug.mixup_p)
+    crop = _loudest if aug.crop == "loudest" else functools.partial(crop_or_pad, mode="random")
     wanted: list[tuple[bool, Step]] = [
-        (aug.shift, Step("shift", True, lambda x, y, rng: ([crop_or_pad(c, length=length, mode="random", rng=rng) for c in x], y))),
+        (aug.shift, Step("shift", True, lambda x, y, rng: ([crop(c, length=length, rng=rng) for c in x], y))),
+        (aug.crop == "loudest", Step("loudest", False, lambda x, y, rng: ([_loudest(c, length=length) for c in x], y))),
         (True, Step("fit", False, lambda x, y, rng: (_fit(x, length=length, device=device), y))),
         (aug.pitch_shift > 0, Step("pitch_shift", True, lambda x, y, rng: (_pitch_shift(x, rng, semitones=aug.pitch_shift), y))),
         (aug.gain_db > 0, Step("gain", True, lambda x, y, rng: (_gain(x, rng, db=aug.gain_db), y))),
@@ -86,6 +88,24 @@ def build_pipeline(aug: AugmentConfig, feats: FeatureConfig, *, clip_seconds: fl
 
 
 # --- waveform steps: x [batch, samples] ----------------------------------------------------------
+
+
+def _loudest(clip: np.ndarray, *, length: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """[length] samples of `clip` that contain its loudest 20-ms frame, away from the window's
+    edges by an eighth of the window: at a random such position with `rng`, else centred on it.
+    Clips no longer than `length` are returned as they are (the fit step pads them)."""
+    n = len(clip)
+    if n <= length:
+        return clip
+    frame = max(1, length // 50)
+    energy = np.square(clip[: n // frame * frame]).reshape(-1, frame).sum(axis=1)
+    peak = int(np.argmax(energy)) * frame + frame // 2
+    margin = length // 8
+    lo, hi = max(0, peak + margin - length), min(n - length, peak - margin)
+    if hi < lo:
+        lo = hi = min(max(peak - length // 2, 0), n - length)
+    start = int(rng.integers(lo, hi + 1)) if rng is not None else min(max(peak - length // 2, lo), hi)
+    return clip[start : start + length]
 
 
 def _fit(clips: list[np.ndarray], *, length: int, device: torch.device) -> torch.Tensor:

@@ -87,7 +87,7 @@ def _train(cfg: Config, run_dir: Path, dist: Dist, *, resume: bool, command: str
     meta = BundleMeta(
         task=cfg.task.type, classes=data.classes, positive=cfg.data.positive,
         features=cfg.features.to_dict(), model=model_spec(cfg, len(data.classes)),
-        clip_seconds=cfg.data.clip_seconds, pooling="mean", thresholds={"decision": 0.5},
+        clip_seconds=cfg.data.clip_seconds, pooling=cfg.data.pooling, thresholds={"decision": 0.5},
     )
     metrics = {}
     if len(data.rows("test")):

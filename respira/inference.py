@@ -11,6 +11,8 @@ many clips are batched together; ensemble members' probabilities are averaged.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,13 +26,13 @@ from torch import nn
 
 from respira.bundle import BundleMeta, load_bundle, resolve
 from respira.errors import AudioError, ModelError, RespiraError
-from respira.features import FeatureConfig, crop_or_pad, features
+from respira.features import FeatureConfig, crop_or_pad, features, log_mel, n_frames
 
 if TYPE_CHECKING:
     import pandas as pd
 
-Runner = Callable[[np.ndarray], np.ndarray]
-"""Waveform windows [n, clip_samples] float32 -> model outputs [n, outputs] (probabilities or values)."""
+Runner = Callable[[tuple[torch.Tensor, ...]], np.ndarray]
+"""Model inputs (feature maps [n, channels, bins, frames], in KIND_MAPS order) -> outputs [n, outputs]."""
 
 
 # --- the ensemble as one module: features -> probabilities ---------------------------------
@@ -80,6 +82,45 @@ def feature_inputs(windows: torch.Tensor, cfg: FeatureConfig) -> tuple[torch.Ten
     return maps if isinstance(maps, tuple) else (maps,)
 
 
+def window_log_mels(y: torch.Tensor, *, hop: int, n: int, length: int, cfg: FeatureConfig) -> torch.Tensor:
+    """Log-mel [n, n_mels, frames] of the windows y[k * hop : k * hop + length], k < n, each equal to
+    `log_mel` of that window alone, from one STFT over y [samples >= (n - 1) * hop + length].
+
+    Only a window's first and last frames, which reach into its own zero padding, are computed
+    per window; top_db clamps each window below its own maximum. Needs `_strip_ready`.
+    """
+    raw = dataclasses.replace(cfg, top_db=None)
+    left, right = _edge_frames(cfg, length)
+    frames, hl = n_frames(length, cfg), cfg.hop_length
+    strip = log_mel(y[: (n - 1) * hop + length], raw)  # [n_mels, strip frames], centred like each window's
+    index = torch.arange(n, device=y.device)[:, None] * (hop // hl) + torch.arange(frames, device=y.device)
+    out = strip[:, index].permute(1, 0, 2).contiguous()
+    # Each window's last length - offset samples: their frames from `left` on are the window's from
+    # `right` on; its first as many samples hold its frames before `left` too. One call for both.
+    offset = (right - left) * hl
+    parts = [y[offset:], y] if left else [y[offset:]]
+    edges = log_mel(torch.cat([part.unfold(0, length - offset, hop)[:n] for part in parts]), raw)
+    out[:, :, right:] = edges[:n, :, left:]
+    out[:, :, :left] = edges[n:, :, :left]
+    if cfg.top_db is not None:
+        out = torch.maximum(out, out.amax(dim=(-2, -1), keepdim=True) - cfg.top_db)
+    return out
+
+
+def _edge_frames(cfg: FeatureConfig, length: int) -> tuple[int, int]:
+    """(left, right) for windows `length` long: frames [0, left) and [right, frames) reach into the
+    window's zero padding (frame f covers samples [f * hop_length - n_fft // 2, ... + n_fft))."""
+    pad = cfg.n_fft // 2
+    return -(-pad // cfg.hop_length), max(0, (length + pad - cfg.n_fft) // cfg.hop_length + 1)
+
+
+def _strip_ready(cfg: FeatureConfig, *, hop: int, length: int) -> bool:
+    """Whether `window_log_mels` gives the model inputs of windows `length` long every `hop` samples:
+    log-mel features without deltas, hop on the frame grid, and frames between the edges."""
+    left, right = _edge_frames(cfg, length)
+    return cfg.kind == "logmel" and cfg.deltas == 0 and hop % cfg.hop_length == 0 and left < right
+
+
 def clip_windows(y: np.ndarray, *, length: int) -> np.ndarray:
     """y [samples] -> windows [n, length] (views where possible).
 
@@ -119,24 +160,50 @@ POOLING: dict[str, Callable[[np.ndarray, str, int], np.ndarray]] = {"mean": _poo
 
 
 class _TorchRunner:
-    def __init__(self, ensemble: Ensemble, cfg: FeatureConfig, device: torch.device) -> None:
-        self.ensemble, self.cfg, self.device = ensemble, cfg, device
+    """Runs a fast copy of the ensemble's members: each Conv2d + BatchNorm2d pair fused into one
+    convolution (torch.fx), in channels-last memory: 2-3x faster on CPU, outputs equal within ~1e-6."""
 
-    def __call__(self, windows: np.ndarray) -> np.ndarray:
+    def __init__(self, members: Sequence[nn.Module], meta: BundleMeta, device: torch.device) -> None:
+        self.module = Ensemble([_fused(m) for m in members], meta).to(device, memory_format=torch.channels_last).eval()
+        self.device = device
+
+    def __call__(self, maps: tuple[torch.Tensor, ...]) -> np.ndarray:
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device)
-            return self.ensemble(*feature_inputs(x, self.cfg)).float().cpu().numpy()
+            inputs = [m.to(self.device).contiguous(memory_format=torch.channels_last) for m in maps]
+            return self.module(*inputs).float().cpu().numpy()
+
+
+def _fused(member: nn.Module) -> nn.Module:
+    """A copy of `member` (left as it is) with each BatchNorm2d that follows a Conv2d folded into
+    it (torch.fx); a plain copy when fx cannot trace the member."""
+    from torch import fx
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    try:
+        traced = fx.symbolic_trace(copy.deepcopy(member))
+    except Exception:  # tracing fails on data-dependent control flow, in many error types
+        return copy.deepcopy(member)
+    modules = dict(traced.named_modules())
+    for node in list(traced.graph.nodes):
+        conv = node.args[0] if node.op == "call_module" and node.args else None
+        if (isinstance(conv, fx.Node) and conv.op == "call_module" and len(conv.users) == 1
+                and type(modules[conv.target]) is nn.Conv2d and type(modules[node.target]) is nn.BatchNorm2d):
+            parent, _, name = conv.target.rpartition(".")
+            setattr(traced.get_submodule(parent), name, fuse_conv_bn_eval(modules[conv.target], modules[node.target]))
+            node.replace_all_uses_with(conv)
+            traced.graph.erase_node(node)
+    traced.delete_all_unused_submodules()
+    traced.recompile()
+    return traced
 
 
 class _OnnxRunner:
-    def __init__(self, session: Any, cfg: FeatureConfig) -> None:
-        self.session, self.cfg = session, cfg
+    def __init__(self, session: Any) -> None:
+        self.session = session
         self.input_names = [i.name for i in session.get_inputs()]
 
-    def __call__(self, windows: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            maps = feature_inputs(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)), self.cfg)
-        feeds = {name: m.numpy() for name, m in zip(self.input_names, maps)}
+    def __call__(self, maps: tuple[torch.Tensor, ...]) -> np.ndarray:
+        feeds = {name: m.cpu().numpy() for name, m in zip(self.input_names, maps)}
         return np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)
 
 
@@ -206,7 +273,7 @@ class Model:
                  device: str | torch.device = "cpu") -> None:
         device = torch.device(device)
         ensemble = Ensemble(models, meta).to(device).eval()
-        self._setup(meta, name, _TorchRunner(ensemble, FeatureConfig.from_dict(meta.features), device))
+        self._setup(meta, name, _TorchRunner(ensemble.members, meta, device), device)
         self._ensemble: Ensemble | None = ensemble
 
     @classmethod
@@ -219,16 +286,18 @@ class Model:
         path = Path(path)
         meta = read_sidecar(path)
         try:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()  # one thread setting for both backends
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{path}: not a loadable ONNX model: {e}") from None
         model = cls.__new__(cls)
-        model._setup(meta, name or path.stem, _OnnxRunner(session, FeatureConfig.from_dict(meta.features)))
+        model._setup(meta, name or path.stem, _OnnxRunner(session), torch.device("cpu"))
         model._ensemble = None
         return model
 
-    def _setup(self, meta: BundleMeta, name: str, runner: Runner) -> None:
-        self.meta, self.name, self._run = meta, name, runner
+    def _setup(self, meta: BundleMeta, name: str, runner: Runner, device: torch.device) -> None:
+        self.meta, self.name, self._run, self._device = meta, name, runner, device
         self.feature_config = FeatureConfig.from_dict(meta.features)
         self.clip_samples = int(round(meta.clip_seconds * self.sample_rate))
         self._positive_index = _positive_index(meta)
@@ -279,8 +348,43 @@ class Model:
         if windows.ndim != 2 or windows.shape[1] < 1:
             raise AudioError(f"score_windows expects windows [n, samples] (normally [n, {self.clip_samples}]: "
                              f"{self.clip_seconds:g} s at {self.sample_rate} Hz), got shape {windows.shape}")
-        out = self._run(windows) if len(windows) else np.zeros((0, len(self.classes)), np.float32)
+        out = self._outputs(windows) if len(windows) else np.zeros((0, len(self.classes)), np.float32)
         return out[:, 0] if self.task == "regression" else out
+
+    def score_strip(self, y: np.ndarray, *, hop: int, n: int, length: int | None = None, batch_size: int = 64
+                    ) -> np.ndarray:
+        """Windows k = 0 .. n-1 of y [samples]: y[k * hop : k * hop + length] (length None: clip_samples),
+        zero-padded past the end of y -> [n, n_classes] probabilities (regression: [n]), as score_windows.
+
+        Log-mel features with `hop` a multiple of the feature hop are computed once for the whole
+        strip (`window_log_mels`: the same numbers, ~5x less work for overlapping windows).
+        """
+        length = self.clip_samples if length is None else length
+        if n < 1 or hop < 1 or length < 1:
+            raise AudioError(f"score_strip needs n, hop and length >= 1, got n={n}, hop={hop}, length={length}")
+        y = np.asarray(y, dtype=np.float32)
+        need = (n - 1) * hop + length
+        y = np.pad(y, (0, need - len(y))) if len(y) < need else y[:need]
+        shared = _strip_ready(self.feature_config, hop=hop, length=length)
+        outputs = []
+        for k0 in range(0, n, batch_size):
+            k1 = min(n, k0 + batch_size)
+            with torch.no_grad():  # not inference mode: features may be computed in worker threads
+                x = torch.from_numpy(y[k0 * hop: (k1 - 1) * hop + length]).to(self._device)
+                if shared:
+                    maps = (window_log_mels(x, hop=hop, n=k1 - k0, length=length, cfg=self.feature_config)[:, None],)
+                else:
+                    maps = feature_inputs(x.unfold(0, length, hop), self.feature_config)
+            outputs.append(self._run(maps))
+        out = np.concatenate(outputs)
+        return out[:, 0] if self.task == "regression" else out
+
+    def _outputs(self, windows: np.ndarray) -> np.ndarray:
+        """Waveform windows [n, samples] -> model outputs [n, outputs]."""
+        with torch.no_grad():  # not inference mode: features may be computed in worker threads
+            x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self._device)
+            maps = feature_inputs(x, self.feature_config)
+        return self._run(maps)
 
     def predict_proba(self, waves: Sequence[np.ndarray], *, batch_size: int = 32) -> np.ndarray:
         """Mono waveforms at sample_rate -> [n, n_classes] probabilities (regression: [n] values), one row per clip."""
@@ -288,7 +392,7 @@ class Model:
             raise ModelError(f"batch_size must be >= 1, got {batch_size}")
         views = [clip_windows(np.asarray(w, dtype=np.float32), length=self.clip_samples) for w in waves]
         windows = (w for v in views for w in v)
-        outputs = [self._run(np.stack(batch)) for batch in _batched(windows, batch_size)]
+        outputs = [self._outputs(np.stack(batch)) for batch in _batched(windows, batch_size)]
         flat = np.concatenate(outputs) if outputs else None
         bounds = np.cumsum([0] + [len(v) for v in views])
         pool = POOLING[self.meta.pooling]

@@ -74,16 +74,26 @@ def frame_levels(block: np.ndarray, *, sr: int, state: GateState, cfg: DetectCon
     done = max(done, 0)
     db, state.pending = pending[:done], pending[done:]
     recent = np.concatenate([state.history, db])
-    floor = np.empty(done)
-    start = 0
-    while start < done:
-        end = min(done, (first + start) // step * step + step - first)
-        upto = len(state.history) + end
-        floor[start:end] = np.percentile(recent[max(0, upto - span): upto], cfg.gate_percentile)
-        start = end
+    # the floor of each (part of a) floor step: the percentile of the span of levels up to its end
+    ends = np.append(np.arange((first // step + 1) * step - first, done, step), done) if done else np.zeros(0, int)
+    floor = np.repeat(_floors(recent, len(state.history) + ends, span=span, q=cfg.gate_percentile),
+                      np.diff(ends, prepend=0))
     state.history = recent[-span:]
     state.frames += done
     return Levels(first, db.astype(np.float32), floor.astype(np.float32))
+
+
+def _floors(levels: np.ndarray, uppers: np.ndarray, *, span: int, q: float) -> np.ndarray:
+    """[len(uppers)]: the q-th percentile of levels[max(0, u - span): u] for each u in uppers
+    (increasing); the full-span ones in one vectorised call."""
+    out = np.empty(len(uppers))
+    short = int(np.searchsorted(uppers, span))  # those with fewer than span levels before them
+    for i in range(short):
+        out[i] = np.percentile(levels[: uppers[i]], q)
+    if short < len(uppers):
+        windows = np.lib.stride_tricks.sliding_window_view(levels, span)[uppers[short:] - span]
+        out[short:] = np.percentile(windows, q, axis=1)
+    return out
 
 
 def _highpass(block: np.ndarray, *, sr: int, state: GateState, cfg: DetectConfig) -> np.ndarray:

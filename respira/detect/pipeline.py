@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
@@ -30,7 +31,9 @@ Progress = Callable[[float], None]
 
 
 class Scorer(Protocol):
-    """What the detector needs from a model (respira.inference.Model is one)."""
+    """What the detector needs from a model (respira.inference.Model is one). A scorer may also
+    have `score_strip(y, *, hop, n, length, batch_size)`, used for runs of consecutive windows
+    (see `score_strip` below)."""
 
     sample_rate: int
     clip_seconds: float
@@ -256,7 +259,7 @@ def detect_file(
     state = ckpt.load_state(checkpoint) if checkpoint is not None else None
     detector = StreamDetector(scorer, cfg, file=file, state=state)
     skip = detector.state.blocks
-    for i, block in enumerate(audio.stream(path, sr=detector.sr, block_s=cfg.block_s)):
+    for i, block in enumerate(_read_ahead(audio.stream(path, sr=detector.sr, block_s=cfg.block_s))):
         if i >= skip:
             detector.feed(block)
             if checkpoint is not None:
@@ -268,3 +271,12 @@ def detect_file(
         ckpt.clear_state(checkpoint)
     return result
 
+
+def _read_ahead(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """The same blocks, the next one decoded in a background thread while this one is processed
+    (decoding releases the GIL); decoder errors are raised here, in order."""
+    with ThreadPoolExecutor(1, thread_name_prefix="respira-decode") as pool:
+        pending = pool.submit(next, blocks, None)
+        while (block := pending.result()) is not None:
+            pending = pool.submit(next, blocks, None)
+            yield block

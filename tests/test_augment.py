@@ -15,14 +15,6 @@ FEATS = FeatureConfig(n_mels=40)
 OFF = AugmentConfig(shift=False, gain_db=0.0, noise_p=0.0, spec_time_masks=0, spec_freq_masks=0, mixup_p=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def pipeline(**changes: object) -> Pipeline:
     return build_pipeline(OFF.__class__(**{**OFF.__dict__, **changes}), FEATS, clip_seconds=1.0)
 
@@ -183,3 +175,16 @@ def test_loudest_crop_keeps_a_short_event_that_a_random_crop_can_miss():
     assert np.flatnonzero(centred)[0] == pytest.approx(length / 2, abs=sr * 0.02)  # centred on the onset frame
     short = np.ones(100, dtype=np.float32)
     assert _loudest(short, length=length) is short
+
+
+def test_loudest_crop_spares_only_event_rows():
+    from respira.train.augment import _shift
+
+    sr = 16000
+    clip = np.zeros(6 * sr, dtype=np.float32)
+    clip[int(4.8 * sr) : int(5.0 * sr)] = 0.5
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]] * 20)  # column 0 = the eventless class
+    windows = _shift([clip] * 40, y, np.random.default_rng(0), length=sr, loudest=True, eventless=0)
+    has_burst = np.array([np.abs(w).max() == 0.5 for w in windows])
+    assert has_burst[1::2].all()  # event rows always keep the burst
+    assert not has_burst[0::2].all()  # eventless rows are cropped anywhere, quiet stretches included

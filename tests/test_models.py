@@ -16,15 +16,6 @@ from respira.models import MODELS, build_model, load_pretrained, model_params
 SINGLE_INPUT = ["compact_cnn", "resnet", "mobilenet", "cnn6", "cnn10", "cnn14"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared, busy CPU, multi-threaded kernels stall and timings mean nothing."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def features(batch: int, n_bins: int, frames: int, *, channels: int = 1, seed: int = 0) -> torch.Tensor:
     """Log-mel-like input in dB."""
     g = torch.Generator().manual_seed(seed)

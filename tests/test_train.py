@@ -28,15 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = {"name": "compact_cnn", "params": {"channels": [16, 32, 64]}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine this is several times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """60 one-second clips: 20 each of cough, speech, wheeze, from 10 subjects."""
@@ -329,3 +320,25 @@ def test_ddp_trains_on_two_processes(clips: Path, tmp_path: Path) -> None:
     _, meta = load_bundle(tmp_path / "run" / "model.respira")
     assert meta.provenance["training"]["processes"] == 2
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1
+
+
+def test_tuned_threshold_separates_validation_scores(monkeypatch):
+    from types import SimpleNamespace
+
+    import respira.inference
+    from respira.train import run
+
+    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])  # val: 3 negatives then 3 positives
+    targets = np.array([[1, 0]] * 3 + [[0, 1]] * 3, dtype=np.float32)
+
+    class Fake:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def predict_proba(self, waves):
+            return np.stack([1 - scores, scores], axis=1)
+
+    monkeypatch.setattr(respira.inference, "Model", Fake)
+    data = SimpleNamespace(rows=lambda split: np.arange(6), waves=[None] * 6, targets=targets)
+    meta = SimpleNamespace(classes=("other", "cough"), positive="cough")
+    assert run.tune_threshold([], meta, data) == pytest.approx(0.45)  # midway between 0.3 and 0.6

@@ -62,14 +62,19 @@ class Pipeline:
 
 
 def build_pipeline(aug: AugmentConfig, feats: FeatureConfig, *, clip_seconds: float,
-                   device: torch.device | str = "cpu") -> Pipeline:
-    """The steps for `aug` (those it switches off are left out), the window and the features."""
+                   device: torch.device | str = "cpu", eventless: int | None = None) -> Pipeline:
+    """The steps for `aug` (those it switches off are left out), the window and the features.
+
+    eventless: the output index of a class that marks the absence of an event (the negative of
+    a derived binary task); with crop "loudest" its rows are cropped anywhere, since every
+    window of them is a true negative, quiet stretches included.
+    """
     length = int(round(clip_seconds * feats.sample_rate))
     device = torch.device(device)
     mixup = functools.partial(_mixup, alpha=aug.mixup_alpha, p=aug.mixup_p)
-    crop = _loudest if aug.crop == "loudest" else functools.partial(crop_or_pad, mode="random")
     wanted: list[tuple[bool, Step]] = [
-        (aug.shift, Step("shift", True, lambda x, y, rng: ([crop(c, length=length, rng=rng) for c in x], y))),
+        (aug.shift, Step("shift", True, lambda x, y, rng: (_shift(x, y, rng, length=length, loudest=aug.crop == "loudest",
+                                                                   eventless=eventless), y))),
         (aug.crop == "loudest", Step("loudest", False, lambda x, y, rng: ([_loudest(c, length=length) for c in x], y))),
         (True, Step("fit", False, lambda x, y, rng: (_fit(x, length=length, device=device), y))),
         (aug.pitch_shift > 0, Step("pitch_shift", True, lambda x, y, rng: (_pitch_shift(x, rng, semitones=aug.pitch_shift), y))),
@@ -88,6 +93,16 @@ def build_pipeline(aug: AugmentConfig, feats: FeatureConfig, *, clip_seconds: fl
 
 
 # --- waveform steps: x [batch, samples] ----------------------------------------------------------
+
+
+def _shift(clips: list[np.ndarray], y: torch.Tensor, rng: np.random.Generator, *, length: int, loudest: bool,
+           eventless: int | None) -> list[np.ndarray]:
+    """Random crops (or placements) of `length`; with `loudest`, crops that keep each clip's loudest
+    frame, except for rows of the `eventless` class."""
+    anywhere = np.ones(len(clips), bool) if not loudest else (
+        y[:, eventless].cpu().numpy() > 0.5 if eventless is not None else np.zeros(len(clips), bool))
+    return [crop_or_pad(c, length=length, mode="random", rng=rng) if a else _loudest(c, length=length, rng=rng)
+            for c, a in zip(clips, anywhere)]
 
 
 def _loudest(clip: np.ndarray, *, length: int, rng: np.random.Generator | None = None) -> np.ndarray:

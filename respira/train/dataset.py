@@ -154,18 +154,22 @@ def select_rows(table: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, tuple[s
 def assign_splits(table: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     """Subject-disjoint train / val / test in column `split`; splits the manifest names are kept.
 
-    Rows without a split get one (fractions data.split.val / test); when no row is in val
+    Rows without a split get one (fractions data.split.val / test, stratified by source and
+    label so that each source is spread over every side); when no row is in val
     afterwards, val is carved out of train by subject (fraction data.split.val of train).
     """
     split = cfg.data.split
-    stratify = None if cfg.task.type == "regression" else "task_label"
+    table = table.assign(_strata=table[DATASET_COLUMN].astype(str))  # every source spread over every side
+    if cfg.task.type != "regression":
+        table["_strata"] += "|" + table["task_label"].astype(str)
+    stratify = "_strata"
     out = split_by_subject(table, val=split.val, test=split.test, seed=split.seed, stratify=stratify)
     if cfg.data.split.val > 0 and not (out["split"] == "val").any():
         train = out["split"] == "train"
         carved = split_by_subject(out.loc[train], val=split.val, test=0.0, seed=split.seed,
                                   stratify=stratify, overwrite=True)
         out.loc[train, "split"] = carved["split"].to_numpy()
-    return out
+    return out.drop(columns="_strata")
 
 
 def decode(table: pd.DataFrame, *, sr: int, progress: bool = True) -> tuple[list[np.ndarray], np.ndarray, list[str]]:

@@ -110,8 +110,9 @@ class _Trainer:
         self.metric = early_stop_metric(cfg)
         self.path = member.out_dir / CHECKPOINT
         self.spec = model_spec(cfg, len(data.classes))
+        eventless = data.classes.index(cfg.data.negative) if cfg.data.positive else None
         self.pipeline: Pipeline = build_pipeline(cfg.augment, cfg.features, clip_seconds=cfg.data.clip_seconds,
-                                                 device=dist.device)
+                                                 device=dist.device, eventless=eventless)
         self.train_set, self.val_set = ClipSet(data, member.train), ClipSet(data, member.val)
         self.batch = max(1, cfg.train.batch_size // dist.world)
         self.weights = sample_weights(data.targets[member.train]) if cfg.augment.balance == "sampler" else None

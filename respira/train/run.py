@@ -89,6 +89,10 @@ def _train(cfg: Config, run_dir: Path, dist: Dist, *, resume: bool, command: str
         features=cfg.features.to_dict(), model=model_spec(cfg, len(data.classes)),
         clip_seconds=cfg.data.clip_seconds, pooling=cfg.data.pooling, thresholds={"decision": 0.5},
     )
+    if meta.positive is not None and len(data.rows("val")):
+        decision = tune_threshold(models, meta, data, device=dist.device)
+        meta = BundleMeta(**{**meta.to_dict(), "thresholds": {"decision": decision}})
+        log(f"decision threshold {decision:.3f} (best balanced accuracy on val)")
     metrics = {}
     if len(data.rows("test")):
         metrics = evaluate_test(models, meta, data, out_dir=run_dir / "eval", seed=cfg.train.seed, device=dist.device)
@@ -146,6 +150,32 @@ def chosen_models(cfg: Config, results: list[FitResult]) -> list[nn.Module]:
         if is_better(r.metric, r.best, best.best):
             best = r
     return [best.model]
+
+
+def tune_threshold(models: list[nn.Module], meta: BundleMeta, data: TrainingData, *,
+                   device: torch.device | str = "cpu") -> float:
+    """The positive-class decision threshold with the best balanced accuracy on the validation
+    clips, scored through `respira.inference` like every later prediction (midpoint of ties)."""
+    from respira.inference import Model
+
+    rows = data.rows("val")
+    proba = Model(models, meta, name="val", device=device).predict_proba([data.waves[i] for i in rows])
+    k = list(meta.classes).index(meta.positive)
+    score, positive = np.asarray(proba, dtype=float)[:, k], data.targets[rows, k] > 0.5
+    if positive.all() or not positive.any():
+        return 0.5
+    candidates = np.unique(np.concatenate([score, [0.5]]))
+    sens = np.array([(score[positive] >= t).mean() for t in candidates])
+    spec = np.array([(score[~positive] < t).mean() for t in candidates])
+    balanced = (sens + spec) / 2
+    # "score >= t" gives the same answers for every t in (c[i-1], c[i]]: take the middle of the
+    # first run of candidates with the best balanced accuracy.
+    best = np.flatnonzero(balanced >= balanced.max() - 1e-12)
+    last = best[0]
+    while last + 1 < len(candidates) and last + 1 in best:
+        last += 1
+    lo = candidates[best[0] - 1] if best[0] > 0 else 0.0
+    return float((lo + candidates[last]) / 2)
 
 
 def evaluate_test(models: list[nn.Module], meta: BundleMeta, data: TrainingData, *, out_dir: Path, seed: int,

@@ -48,11 +48,14 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Subject-disjoint split fractions; rows whose manifest already names a split keep it."""
+    """Subject-disjoint split fractions; rows whose manifest already names a split keep it.
+    method "stratified" balances labels and sources over the sides; "hash" puts each subject
+    on a side fixed by (seed, subject) alone, the same in every config that shares the subject."""
 
     val: float = _num(0.15, ge=0.0, le=0.9)
     test: float = _num(0.15, ge=0.0, le=0.9)
     seed: int = 0
+    method: Literal["stratified", "hash"] = "stratified"
 
 
 @dataclass(frozen=True)

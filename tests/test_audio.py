@@ -220,46 +220,9 @@ def test_mediarecorder_webm_bytes_without_a_duration(rng):
 # ----------------------------------------------------------------------------- bad files
 
 
-def _corpus(d: Path) -> dict[str, str]:
-    """Write the bad-file corpus into `d`; returns {file name: a reason its AudioError must give}."""
-    audio.write_wav(d / "good.wav", tone(16000, 2.0), sr=16000)
-    wav = (d / "good.wav").read_bytes()
-    (d / "empty.wav").write_bytes(b"")
-    (d / "half.wav").write_bytes(wav[: 44 + (len(wav) - 44) // 2])
-    (d / "header_only.wav").write_bytes(wav[:44])
-    (d / "text.wav").write_text("this is not audio\n" * 20)
-    sf.write(d / "zero_samples.wav", np.zeros(0, np.float32), 16000)
-    (d / "empty.mp3").write_bytes(b"")
-    (d / "random.mp3").write_bytes(np.random.default_rng(0).bytes(5000))
-    sf.write(d / "good.flac", tone(16000, 2.0), 16000)
-    flac = (d / "good.flac").read_bytes()
-    (d / "half.flac").write_bytes(flac[: len(flac) // 2])
-    sf.write(d / "good.mp3", tone(16000, 2.0), 16000)
-    mp3 = (d / "good.mp3").read_bytes()
-    (d / "half.mp3").write_bytes(mp3[: len(mp3) // 2])
-    # a FLAC whose STREAMINFO claims 49 hours: total samples are the low 36 bits of bytes 18..26
-    header = int.from_bytes(flac[18:26], "big")
-    header = (header & ~((1 << 36) - 1)) | (49 * 3600 * 16000)
-    (d / "absurd.flac").write_bytes(flac[:18] + header.to_bytes(8, "big") + flac[26:])
-    (d / "folder.wav").mkdir()
-    return {
-        "empty.wav": "empty file",
-        "half.wav": "truncated",
-        "header_only.wav": "truncated",
-        "text.wav": "not audio",
-        "zero_samples.wav": "no audio samples",
-        "empty.mp3": "empty file",
-        "random.mp3": "not a recognised audio format",
-        "half.flac": "corrupt or truncated",
-        "half.mp3": "truncated",
-        "absurd.flac": "48 h limit",
-        "folder.wav": "directory",
-        "missing.wav": "not found",
-    }
-
-
-def test_bad_file_corpus_gives_audio_errors_naming_the_file(tmp_path):
-    for name, reason in _corpus(tmp_path).items():
+def test_bad_file_corpus_gives_audio_errors_naming_the_file(bad_audio):
+    tmp_path, corpus = bad_audio
+    for name, reason in corpus.items():
         for call in (audio.load, audio.info, lambda p: list(audio.stream(p))):
             with pytest.raises(AudioError) as e:
                 call(tmp_path / name)

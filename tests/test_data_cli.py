@@ -154,3 +154,20 @@ def test_covid19_cough_uncut_import_warns_once(capsys, shared_data, tmp_path):
     assert "366 rows" in out
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "098d66e5-bda6-4e99-b787-ab890046c44b.mp3: invalid annotation" in warnings[0]
+
+
+def test_summary_names_every_broken_file_and_warns_about_silence(capsys, bad_audio, tmp_path):
+    folder, corpus = bad_audio
+    write_wav(folder / "silent.wav", np.zeros(16000, np.float32), sr=SR)
+    names = sorted(corpus) + ["silent.wav", "good.wav"]
+    rows = pd.DataFrame({"path": [str(folder / n) for n in names], "label": "cough", "start": None, "end": None,
+                         "subject": names, "split": "", "source_label": ""})
+    rows.to_csv(tmp_path / "m.csv", index=False)
+    code, out, err = run(capsys, "data", "summary", str(tmp_path / "m.csv"), "--json")
+    assert code == 0 and "Traceback" not in err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert sorted(summary["unreadable"]) == sorted(str(folder / n) for n in corpus)
+    for name, reason in corpus.items():
+        assert any(str(folder / name) in line and reason in line for line in err.splitlines()), name
+    assert summary["rows"] == len(names)
+    assert "silent" in summary["warnings"][str(folder / "silent.wav")]

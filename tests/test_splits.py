@@ -106,3 +106,17 @@ def test_group_kfold_is_subject_disjoint_and_covers_every_row_once(rng, folds):
         assert set(df["label"].iloc[val]) == set(df["label"])  # stratified: every label in every fold
     again = group_kfold(df, folds=folds, seed=1)
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(pairs, again))
+
+
+def test_hash_split_puts_a_subject_on_the_same_side_in_any_manifest():
+    subjects = [f"call{i}" for i in range(400)]
+    alone = pd.DataFrame({"path": [f"{s}.wav" for s in subjects], "label": "cough", "start": np.nan, "end": np.nan,
+                          "subject": subjects, "split": "", "source_label": "cough"})
+    extra = alone.assign(subject=[f"other{i}" for i in range(400)], label="speech")
+    a = split_by_subject(alone, val=0.15, test=0.2, seed=3, method="hash")
+    b = split_by_subject(pd.concat([extra, alone], ignore_index=True), val=0.15, test=0.2, seed=3, method="hash")
+    side = dict(zip(a["subject"], a["split"]))
+    assert all(side[s] == sp for s, sp in zip(b["subject"], b["split"]) if s in side)
+    counts = a["split"].value_counts(normalize=True)
+    assert abs(counts["test"] - 0.2) < 0.06 and abs(counts["val"] - 0.15) < 0.06
+    assert (split_by_subject(alone, seed=4, method="hash")["split"] != a["split"]).any()

@@ -66,6 +66,9 @@ def summary_cmd(
     no_audio: bool = typer.Option(
         False, "--no-audio", help="Read no audio headers (no durations, no unreadable check)."
     ),
+    headers_only: bool = typer.Option(
+        False, "--headers-only", help="Read audio headers only: faster, but misses truncated or corrupt data."
+    ),
 ) -> None:
     """Counts per label and split, subjects, total duration, unreadable files and invalid rows of a manifest."""
     from respira.data import read_manifest, summarize
@@ -73,7 +76,7 @@ def summary_cmd(
     with _warnings_to_stderr():
         df = read_manifest(manifest, keep_invalid=True)
         many = df["path"].nunique() >= _PROGRESS_FROM
-        summary = summarize(df, check_audio=not no_audio, progress=many and not no_audio)
+        summary = summarize(df, check_audio=not no_audio, decode=not headers_only, progress=many and not no_audio)
     _print_summary(df, summary)
     for path in summary["unreadable"][:_MAX_LISTED]:
         _err(f"unreadable: {summary['errors'][path]}")

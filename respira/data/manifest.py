@@ -136,14 +136,15 @@ def validate(df: pd.DataFrame, *, check_files: bool = False) -> list[str]:
     return out
 
 
-def summarize(df: pd.DataFrame, *, check_audio: bool = True, progress: bool = False) -> dict:
+def summarize(df: pd.DataFrame, *, check_audio: bool = True, decode: bool = True, progress: bool = False) -> dict:
     """Counts and totals of a manifest, JSON-ready.
 
     Keys: rows, labels {label: n}, splits {split: n} ("unassigned" for empty), subjects (unique),
     duration_s (event rows: end - start; whole-file rows: decoded header duration; None when
     whole-file rows exist and `check_audio` is off), unreadable [paths], errors {path: reason},
     warnings {path: [..]} (decoder notes, events past the end of their file), invalid (rows
-    with a bad interval). `check_audio` reads the header of every distinct file once.
+    with a bad interval). `check_audio` reads every distinct file once: all of it when `decode`
+    (finds truncated or corrupt data, and warns of silence and clipping), else its header only.
     """
     _check_structure(df, where="manifest")
     bad = invalid_intervals(df)
@@ -170,7 +171,7 @@ def summarize(df: pd.DataFrame, *, check_audio: bool = True, progress: bool = Fa
     if not check_audio:
         summary["duration_s"] = None if whole.any() else round(event_total, 3)
         return summary
-    durations = _read_headers(sorted({p for p in paths if p}), summary, progress=progress)
+    durations = _read_files(sorted({p for p in paths if p}), summary, decode=decode, progress=progress)
     whole_total = sum(durations.get(p, 0.0) for p, w in zip(paths, whole) if w)
     for i in np.flatnonzero(event):
         d = durations.get(paths[i])
@@ -182,14 +183,14 @@ def summarize(df: pd.DataFrame, *, check_audio: bool = True, progress: bool = Fa
     return summary
 
 
-def _read_headers(paths: list[str], summary: dict, *, progress: bool) -> dict[str, float]:
+def _read_files(paths: list[str], summary: dict, *, decode: bool, progress: bool) -> dict[str, float]:
     """Duration (s) of each readable file; fills summary's unreadable / errors / warnings."""
     from respira import audio  # the decoder is only needed when summaries check audio
 
     durations: dict[str, float] = {}
-    for p in _progress(paths, enabled=progress, what="reading headers"):
+    for p in _progress(paths, enabled=progress, what="decoding" if decode else "reading headers"):
         try:
-            info = audio.info(p, check=False)
+            info = audio.info(p, check=decode)
         except AudioError as e:
             summary["unreadable"].append(p)
             summary["errors"][p] = str(e)

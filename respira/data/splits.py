@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections import Counter
 
@@ -26,14 +27,20 @@ def split_by_subject(
     seed: int = 0,
     stratify: str | None = "label",
     overwrite: bool = False,
+    method: str = "stratified",
 ) -> pd.DataFrame:
     """A copy of `df` with empty `split` cells filled with train / val / test, subject-disjoint.
 
-    About `val` and `test` of the rows to fill go to val and test, the rest to train. Subjects are
-    placed greedily, largest first, each on the side whose per-`stratify`-value counts it brings
-    closest to their targets (None: row counts only). Rows of a subject that already has a split
-    join that side. Filled cells are kept unless `overwrite`. Deterministic for a given `seed`.
+    method "stratified": about `val` and `test` of the rows to fill go to val and test, the rest
+    to train; subjects are placed greedily, largest first, each on the side whose per-`stratify`-
+    value counts it brings closest to their targets (None: row counts only). method "hash": each
+    subject's side follows from a hash of (seed, subject) alone, so a subject lands on the same
+    side in every manifest it appears in, whatever else the manifest holds (no stratification).
+    Rows of a subject that already has a split join that side. Filled cells are kept unless
+    `overwrite`. Deterministic for a given `seed`.
     """
+    if method not in ("stratified", "hash"):
+        raise ConfigError(f"split method must be 'stratified' or 'hash', got {method!r}")
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise ConfigError(f"split fractions must be >= 0 and val + test < 1, got val={val}, test={test}")
     out = df.copy()
@@ -45,7 +52,9 @@ def split_by_subject(
         if subjects[i] in placed:
             split[i] = placed[subjects[i]]
     todo = split == ""
-    if todo.any():
+    if todo.any() and method == "hash":
+        split[todo] = [_hashed_side(str(s), seed=seed, val=val, test=test) for s in subjects[todo]]
+    elif todo.any():
         strata = _strata(out, stratify)[todo]
         groups, group_of = np.unique(subjects[todo].astype(str), return_inverse=True)
         labels, label_of = np.unique(strata, return_inverse=True)
@@ -71,6 +80,12 @@ def group_kfold(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class has fewer members than n_splits"
         return list(splitter.split(np.zeros(len(df)), _strata(df, stratify), subjects.astype(str)))
+
+
+def _hashed_side(subject: str, *, seed: int, val: float, test: float) -> str:
+    """test, val or train from a uniform number in [0, 1) that depends on (seed, subject) only."""
+    u = int.from_bytes(hashlib.sha256(f"{seed}:{subject}".encode()).digest()[:8], "big") / 2**64
+    return "test" if u < test else "val" if u < test + val else "train"
 
 
 def _strata(df: pd.DataFrame, stratify: str | None) -> np.ndarray:

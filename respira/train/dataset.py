@@ -163,7 +163,8 @@ def assign_splits(table: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     if cfg.task.type != "regression":
         table["_strata"] += "|" + table["task_label"].astype(str)
     stratify = "_strata"
-    out = split_by_subject(table, val=split.val, test=split.test, seed=split.seed, stratify=stratify)
+    out = split_by_subject(table, val=split.val, test=split.test, seed=split.seed, stratify=stratify,
+                           method=split.method)
     if cfg.data.split.val > 0 and not (out["split"] == "val").any():
         train = out["split"] == "train"
         carved = split_by_subject(out.loc[train], val=split.val, test=0.0, seed=split.seed,

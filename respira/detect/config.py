@@ -50,8 +50,8 @@ class DetectConfig:
     threshold: float = 0.5
     candidate_floor: float = 0.05
     merge_gap_s: float = 0.15
-    onset_db: float = 12.0
-    min_event_s: float = 0.06
+    onset_db: float = 25.0
+    min_event_s: float = 0.1
     max_event_s: float = 1.5
     bout_gap_s: float = 2.0
     batch_size: int = 64

@@ -36,12 +36,16 @@ AMIN = 1e-10
 DELTA_WIDTH = 9
 """Frames in the Savitzky-Golay window of ``librosa.feature.delta``."""
 
-SERIAL_ELEMENTS = 2**17
-"""Elements (frames x n_fft x batch, down to one frame) of one CPU span. Spans this small keep
-most of torch's element-wise work on the calling thread, so the pool workers rarely wake
+SERIAL_ELEMENTS = 2**15
+"""Elements (frames x n_fft x batch, down to one frame) of one CPU span of a batch. Spans this
+small keep torch's element-wise work on the calling thread, so the pool workers never wake
 OpenMP threads: with one big op per step, the per-op wake-ups made log_mel slower than librosa
-whenever other processes kept the cores busy. 2**17 (256 frames at n_fft 512) measured
-fastest on an idle 2-core machine (0.35 s per hour of 16 kHz audio, vs 0.43 s at 2**15)."""
+whenever other processes kept the cores busy. For batches of windows (the detector) 2**15
+scored 970x real time against 700x at 2**17 on an idle 2-core machine."""
+
+SINGLE_SIGNAL_ELEMENTS = 2**17
+"""The same for one long signal (batch 1): 256 frames at n_fft 512 computed an hour of 16 kHz
+audio in 0.35 s against 0.43 s at 2**15 on an idle 2-core machine."""
 
 CUDA_SPAN_ELEMENTS = 2**22
 """STFT bins (batch x frames x frequencies) per span on CUDA; bounds the working memory."""
@@ -276,7 +280,7 @@ class FeatureExtractor(torch.nn.Module):
         if self.span_frames is not None:
             return self.span_frames
         if device.type == "cpu":
-            return max(1, SERIAL_ELEMENTS // (batch * self.cfg.n_fft))
+            return max(1, (SINGLE_SIGNAL_ELEMENTS if batch == 1 else SERIAL_ELEMENTS) // (batch * self.cfg.n_fft))
         return max(1, CUDA_SPAN_ELEMENTS // (batch * (self.cfg.n_fft // 2 + 1)))
 
     def mfcc(self, y: torch.Tensor) -> torch.Tensor:

@@ -244,6 +244,37 @@ def test_icbhi_config_keeps_the_official_split(tmp_path: Path, monkeypatch: pyte
     assert meta.classes == ("normal", "crackle", "wheeze", "both")
 
 
+def test_coughvid_config_regresses_cough_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The COUGHVID layout (metadata_compiled.csv + {uuid}.ogg / .webm): louder coughs, higher target."""
+    import soundfile as sf
+
+    from respira.testing import cough, noise_bed
+
+    root = tmp_path / "coughvid"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(40):
+        uuid = f"{i:08d}-0000-0000-0000-000000000000"
+        target = i / 39
+        y = noise_bed(sr=16000, rng=rng, duration=2.0, level_db=-40)
+        c = cough(sr=16000, rng=rng) * target
+        y[8000 : 8000 + len(c)] += c
+        sf.write(root / f"{uuid}.ogg", y, 16000, format="OGG", subtype="VORBIS")
+        rows.append({"uuid": uuid, "datetime": "2020-04-13", "cough_detected": round(target, 4), "age": 30,
+                     "gender": "female", "status": "healthy"})
+    pd.DataFrame(rows).to_csv(root / "metadata_compiled.csv", index=False)
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(ROOT / "configs" / "coughvid.yaml", [
+        f"data.sources.0.path={root}", "data.clip_seconds=2.0", "train.epochs=2",
+        "model.params={channels: [8, 16, 32]}",
+    ])
+    result = train(cfg, tmp_path / "run", log=lambda line: None)
+    assert {"mae", "rmse", "r2"} <= set(result.metrics)
+    _, meta = load_bundle(result.bundle)
+    assert meta.task == "regression" and meta.classes == ("cough_detected",)
+
+
 # --- data preparation ---------------------------------------------------------------------------------
 
 

@@ -83,3 +83,9 @@ def test_example_night_coughs_are_found(tmp_path):
     assert (~inside).sum() <= 1  # the babble stretches are not coughs
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["coughs"] == len(events) and (tmp_path / "out" / "report.html").is_file()
+
+
+def test_detect_refuses_a_model_for_another_task_before_writing_anything(tmp_path, capsys):
+    assert run_cli("detect", str(EXAMPLES / "night.ogg"), "--model", "vocal", "-o", str(tmp_path / "out")) == 2
+    assert "needs a binary classification model" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -29,6 +29,7 @@ def detect_cmd(
     from rich.table import Table
 
     from respira.detect.config import DetectConfig
+    from respira.detect.pipeline import check_scorer
     from respira.detect.run import find_audio, run_detect
     from respira.errors import ConfigError
     from respira.inference import load_model
@@ -36,6 +37,7 @@ def detect_cmd(
     if threshold is not None and not 0 <= threshold <= 1:
         raise ConfigError(f"--threshold must be in [0, 1], got {threshold}")
     scorer = load_model(model, device=device)
+    check_scorer(scorer)
     chosen = threshold if threshold is not None else float(scorer.meta.thresholds.get("decision", 0.5))
     cfg = DetectConfig(threshold=chosen, gate=gate)
     found, failures = find_audio(paths)

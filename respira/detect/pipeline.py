@@ -58,6 +58,13 @@ def score_strip(scorer: Scorer, y: np.ndarray, *, hop: int, n: int, length: int,
                            for i in range(0, n, batch_size)])
 
 
+def check_scorer(scorer: Scorer) -> None:
+    """ModelError unless `scorer` is a classification model with a positive class (such as 'cough')."""
+    if getattr(scorer, "task", "classification") != "classification" or scorer.positive is None:
+        raise ModelError(f"detect needs a binary classification model with a positive class (such as 'cough'); "
+                         f"this one has classes {list(scorer.classes)} and no positive class")
+
+
 class StreamDetector:
     """Feed the blocks of one recording in order with `feed`, then `finish()` -> FileResult.
 
@@ -66,9 +73,7 @@ class StreamDetector:
     """
 
     def __init__(self, scorer: Scorer, cfg: DetectConfig, *, file: str = "", state: StreamState | None = None) -> None:
-        if getattr(scorer, "task", "classification") != "classification" or scorer.positive is None:
-            raise ModelError(f"detect needs a binary classification model with a positive class (such as 'cough'); "
-                             f"this one has classes {list(scorer.classes)} and no positive class")
+        check_scorer(scorer)
         self.scorer, self.cfg, self.file = scorer, cfg, file
         self.sr = int(scorer.sample_rate)
         self.window_s = float(cfg.window_s or scorer.clip_seconds)

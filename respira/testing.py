@@ -329,3 +329,37 @@ def _fade(n: int, sr: int, *, fade_in_s: float, fade_out_s: float) -> np.ndarray
 
 def _peak_normalize(y: np.ndarray) -> np.ndarray:
     return (y / max(np.abs(y).max(initial=0.0), 1e-12)).astype(np.float32)
+
+
+def encode(y: np.ndarray, *, sr: int, fmt: str, codec: str, path=None, bit_rate: int = 128_000) -> bytes | None:
+    """Encode mono float32 `y` [samples] at `sr` with PyAV (e.g. fmt "webm", codec "libopus").
+
+    With `path`, writes an ordinary file and returns None. Without, writes to a non-seekable
+    sink and returns the bytes: a stream with no duration in its header, as a browser's
+    MediaRecorder makes it.
+    """
+    from fractions import Fraction
+
+    import av
+
+    class Sink:
+        def __init__(self) -> None:
+            self.data = bytearray()
+
+        def write(self, b: bytes) -> int:
+            self.data += b
+            return len(b)
+
+    sink = Sink()
+    with av.open(str(path) if path is not None else sink, "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=sr, layout="mono")
+        stream.codec_context.bit_rate = bit_rate
+        for i in range(0, len(y), 960):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(y[None, i : i + 960], dtype=np.float32),
+                                               format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = sr, i, Fraction(1, sr)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return None if path is not None else bytes(sink.data)

@@ -6,7 +6,6 @@ import io
 import json
 import shutil
 import tracemalloc
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -16,6 +15,7 @@ import soundfile as sf
 
 from respira import audio
 from respira.errors import AudioError
+from respira.testing import encode
 
 
 def tone(sr: int, seconds: float, *, freq: float = 440.0, amp: float = 0.5) -> np.ndarray:
@@ -32,31 +32,6 @@ def dominant_hz(y: np.ndarray, sr: int) -> float:
 
 def sine_amplitude(y: np.ndarray) -> float:
     return float(np.sqrt(2 * np.mean(y.astype(np.float64) ** 2)))
-
-
-def encode_pyav(dest, y: np.ndarray, sr: int, *, fmt: str, codec: str, bit_rate: int = 128_000) -> None:
-    """Encode mono float `y` with PyAV; a non-seekable `dest` gives a stream with no duration (as MediaRecorder)."""
-    with av.open(dest, "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=sr, layout="mono")
-        stream.codec_context.bit_rate = bit_rate
-        for i in range(0, len(y), 960):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(y[None, i : i + 960]), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = sr, i, Fraction(1, sr)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-
-
-class _AppendOnly:
-    """A write-only, non-seekable sink, like a browser's MediaRecorder output."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def write(self, b: bytes) -> int:
-        self.data += b
-        return len(b)
 
 
 def needs_encoder(name: str) -> None:
@@ -163,7 +138,7 @@ def _sf_writer(fmt: str, subtype: str):
 def _av_writer(fmt: str, codec: str):
     def write(path: Path, y: np.ndarray, sr: int) -> None:
         needs_encoder(codec)
-        encode_pyav(str(path), y, sr, fmt=fmt, codec=codec)
+        encode(y, sr=sr, fmt=fmt, codec=codec, path=path)
 
     return write
 
@@ -207,9 +182,7 @@ def test_content_is_sniffed_not_taken_from_the_extension(tmp_path):
 
 def test_mediarecorder_webm_bytes_without_a_duration(rng):
     needs_encoder("libopus")
-    sink = _AppendOnly()
-    encode_pyav(sink, tone(48000, 3.0), 48000, fmt="webm", codec="libopus")
-    data = bytes(sink.data)
+    data = encode(tone(48000, 3.0), sr=48000, fmt="webm", codec="libopus")
     assert av.open(io.BytesIO(data)).duration is None  # really no duration in the header
     for check in (True, False):
         assert audio.info(data, check=check).duration_s == pytest.approx(3.0, abs=0.05)
@@ -266,7 +239,7 @@ def test_stream_blocks_join_up_to_load(tmp_path, rng, orig_sr, sr):
 def test_stream_of_a_pyav_format_joins_up_to_load(tmp_path):
     needs_encoder("libopus")
     y = tone(48000, 5.0, freq=300) + tone(48000, 5.0, freq=1234, amp=0.2)
-    encode_pyav(str(tmp_path / "x.webm"), y, 48000, fmt="webm", codec="libopus")
+    encode(y, sr=48000, fmt="webm", codec="libopus", path=tmp_path / "x.webm")
     joined = np.concatenate(list(audio.stream(tmp_path / "x.webm", block_s=0.7)))
     ref = audio.load(tmp_path / "x.webm")
     assert joined.shape == ref.shape and np.abs(joined - ref).max() < 1e-5

@@ -9,7 +9,6 @@ import io
 import tempfile
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from respira import audio  # noqa: E402
 from respira.bundle import BundleMeta, save_bundle  # noqa: E402
 from respira.features import FeatureConfig  # noqa: E402
 from respira.inference import load_model  # noqa: E402
+from respira.testing import encode  # noqa: E402
 from respira.models import build_model  # noqa: E402
 from respira.server import ServerSettings, create_app, jobs  # noqa: E402
 from respira.server.uploads import receive_upload  # noqa: E402
@@ -90,26 +90,7 @@ def webm_opus_bytes(y: np.ndarray, *, sr: int = 48000) -> bytes:
     av = pytest.importorskip("av")
     if "libopus" not in av.codecs_available:
         pytest.skip("PyAV has no libopus encoder here")
-
-    class Sink:
-        def __init__(self) -> None:
-            self.data = bytearray()
-
-        def write(self, b: bytes) -> int:
-            self.data += b
-            return len(b)
-
-    sink = Sink()
-    with av.open(sink, "w", format="webm") as container:
-        stream = container.add_stream("libopus", rate=sr, layout="mono")
-        for i in range(0, len(y), 960):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(y[None, i:i + 960]), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = sr, i, Fraction(1, sr)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return bytes(sink.data)
+    return encode(y, sr=sr, fmt="webm", codec="libopus")
 
 
 def png_of(url: str) -> bytes:

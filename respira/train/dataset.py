@@ -159,16 +159,16 @@ def assign_splits(table: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     afterwards, val is carved out of train by subject (fraction data.split.val of train).
     """
     split = cfg.data.split
-    table = table.assign(_strata=table[DATASET_COLUMN].astype(str))  # every source spread over every side
+    strata = table[DATASET_COLUMN].astype(str)  # every source spread over every side
     if cfg.task.type != "regression":
-        table["_strata"] += "|" + table["task_label"].astype(str)
-    stratify = "_strata"
-    out = split_by_subject(table, val=split.val, test=split.test, seed=split.seed, stratify=stratify,
+        strata += "|" + table["task_label"].astype(str)
+    table = table.assign(_strata=strata)
+    out = split_by_subject(table, val=split.val, test=split.test, seed=split.seed, stratify="_strata",
                            method=split.method)
-    if cfg.data.split.val > 0 and not (out["split"] == "val").any():
+    if split.val > 0 and not (out["split"] == "val").any():
         train = out["split"] == "train"
         carved = split_by_subject(out.loc[train], val=split.val, test=0.0, seed=split.seed,
-                                  stratify=stratify, overwrite=True)
+                                  stratify="_strata", overwrite=True)
         out.loc[train, "split"] = carved["split"].to_numpy()
     return out.drop(columns="_strata")
 

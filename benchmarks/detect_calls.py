@@ -3,10 +3,13 @@
 Takes a training run of configs/cough.yaml (its manifest.csv says which calls were in the test
 split), runs `respira detect` on those calls with the run's bundle (or the built-in `cough`
 model trained from the same config), then `respira evaluate-events` against the annotated
-coughs. Last stdout line: one JSON object with sensitivity, false alarms per hour and the
-sensitivity at 1 and 2 false alarms per hour.
+coughs. Last stdout line: one JSON object with sensitivity, false alarms per hour, the
+sensitivity at 1, 2, 5, 10 and 20 false alarms per hour and their mean (one number to compare
+models by); `wider_zone` repeats those with 20-s zones, a diagnostic of unannotated coughs just
+beyond the 10-s zones (callers who keep coughing).
+`--split val` measures the validation calls instead: compare detector settings and models there.
 
-    .venv/bin/python benchmarks/detect_calls.py --run runs/cough [--model cough] [--no-gate]
+    .venv/bin/python benchmarks/detect_calls.py --run runs/cough [--model cough] [--no-gate] [--split val]
 """
 
 from __future__ import annotations
@@ -24,18 +27,24 @@ ROOT = Path(__file__).resolve().parents[1]
 CALLS = ROOT.parent / "shared" / "data" / "covid19-cough-uncut"
 
 
-def test_calls(run_dir: Path, calls: Path, out: Path) -> Path:
-    """A manifest of the annotated coughs of the calls in the run's test split."""
+def split_calls(run_dir: Path, calls: Path, out: Path, split: str) -> Path:
+    """A manifest of the annotated coughs of the calls in the run's `split` (test or val)."""
     from respira.data import import_dataset, write_manifest
 
     run = pd.read_csv(run_dir / "manifest.csv")
-    held_out = set(run.loc[(run["split"] == "test") & (run["dataset"] == "covid19-cough-uncut"), "subject"])
+    held_out = set(run.loc[(run["split"] == split) & (run["dataset"] == "covid19-cough-uncut"), "subject"])
     if not held_out:
-        sys.exit(f"{run_dir / 'manifest.csv'} has no covid19-cough-uncut calls in its test split")
+        sys.exit(f"{run_dir / 'manifest.csv'} has no covid19-cough-uncut calls in its {split} split")
     events = import_dataset("covid19-cough-uncut", calls)
-    manifest = out / "test_calls.csv"
+    manifest = out / f"{split}_calls.csv"
     write_manifest(events[events["subject"].isin(held_out)].reset_index(drop=True), manifest)
     return manifest
+
+
+def rates(metrics: dict) -> dict:
+    """The sensitivity at each false-alarm rate of evaluate-events and their mean."""
+    at = metrics["sensitivity_at_fa_per_hour"]
+    return {"sensitivity_at_fa_per_hour": at, "mean_sensitivity_1_to_20_fa_per_hour": round(sum(at.values()) / len(at), 4)}
 
 
 def main() -> None:
@@ -45,24 +54,30 @@ def main() -> None:
     parser.add_argument("--calls", type=Path, default=CALLS)
     parser.add_argument("--out", type=Path, help="keep the outputs here (default: a temp folder)")
     parser.add_argument("--no-gate", action="store_true", help="score every window (checks the gate loses nothing)")
+    parser.add_argument("--split", choices=("test", "val"), default="test", help="which calls of the run (default: test)")
     args = parser.parse_args()
 
     out = args.out or Path(tempfile.mkdtemp(prefix="respira-calls-"))
     out.mkdir(parents=True, exist_ok=True)
-    manifest = test_calls(args.run, args.calls, out)
+    manifest = split_calls(args.run, args.calls, out, args.split)
     files = sorted(set(pd.read_csv(manifest)["path"]))
-    print(f"{len(files)} held-out calls", file=sys.stderr)
+    print(f"{len(files)} {args.split} calls", file=sys.stderr)
     respira = str(Path(sys.executable).parent / "respira")
     model = args.model or str(args.run / "model.respira")
     detect = [respira, "detect", *files, "--model", model, "-o", str(out / "detect")]
     subprocess.run(detect + (["--no-gate"] if args.no_gate else []), check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([respira, "evaluate-events", str(out / "detect" / "events.csv"), str(manifest),
-                    "-o", str(out / "eval"), "--ignore-around", "10"], check=True, stdout=subprocess.DEVNULL)
-    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    metrics = {}
+    for zone in (10, 20):
+        subprocess.run([respira, "evaluate-events", str(out / "detect" / "events.csv"), str(manifest),
+                        "-o", str(out / f"eval{zone}"), "--ignore-around", str(zone)], check=True, stdout=subprocess.DEVNULL)
+        metrics[zone] = json.loads((out / f"eval{zone}" / "metrics.json").read_text())
     keys = ("sensitivity", "precision", "false_alarms_per_hour", "threshold", "sensitivity_at_1_fa_per_hour",
             "sensitivity_at_2_fa_per_hour", "hours", "annotated_events", "detections")
-    print(f"outputs in {out}", file=sys.stderr)
-    print(json.dumps({"calls": len(files), "gate": not args.no_gate, "model": model} | {k: metrics.get(k) for k in keys}))
+    print(f"outputs in {out} (eval10: the 10-s zones of the definition)", file=sys.stderr)
+    print(json.dumps({"calls": len(files), "split": args.split, "gate": not args.no_gate, "model": model}
+                     | {k: metrics[10].get(k) for k in keys} | rates(metrics[10])
+                     | {"wider_zone": {"ignore_around_s": 20, "hours_outside_ignore_zones": metrics[20]["hours_outside_ignore_zones"]}
+                        | rates(metrics[20])}))
 
 
 if __name__ == "__main__":

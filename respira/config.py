@@ -105,8 +105,11 @@ class AugmentConfig:
     time_stretch: spectrogram frames resampled by a rate in 1 +- time_stretch (pitch kept).
     spec_time_masks x up to spec_time_width (fraction of the frames) and spec_freq_masks x up
     to spec_freq_width bins: SpecAugment. mixup_alpha / mixup_p: MixUp of a batch with
-    probability mixup_p, on the "waveform" or the "features" (mixup_on). balance: "sampler"
-    (class-balanced sampling), "loss" (class-weighted loss) or "none".
+    probability mixup_p, on the "waveform" or the "features" (mixup_on). background_p: with
+    this probability per clip, add another clip of the batch from the eventless class (the negative
+    of a derived binary task: speech, room noise) at a random SNR in background_snr_db (clip power
+    over background power); labels are unchanged, since the added clip holds no event. balance:
+    "sampler" (class-balanced sampling), "loss" (class-weighted loss) or "none".
     """
 
     shift: bool = True
@@ -123,6 +126,8 @@ class AugmentConfig:
     mixup_alpha: float = _num(0.4, ge=0.0)
     mixup_p: float = _num(0.5, ge=0.0, le=1.0)
     mixup_on: Literal["waveform", "features"] = "features"
+    background_p: float = _num(0.0, ge=0.0, le=1.0)
+    background_snr_db: tuple[float, float] = (0.0, 20.0)
     balance: Literal["sampler", "loss", "none"] = "sampler"
 
 
@@ -415,6 +420,10 @@ def _check(cfg: Config) -> None:
          f"data.split: val + test must be < 1, got {data.split.val + data.split.test:g}"),
         (cfg.augment.noise_snr_db[0] <= cfg.augment.noise_snr_db[1],
          f"augment.noise_snr_db: expected [low, high], got {list(cfg.augment.noise_snr_db)}"),
+        (cfg.augment.background_snr_db[0] <= cfg.augment.background_snr_db[1],
+         f"augment.background_snr_db: expected [low, high], got {list(cfg.augment.background_snr_db)}"),
+        (cfg.augment.background_p == 0 or data.positive is not None,
+         "augment.background_p: needs a derived binary task (data.positive), whose negative class is the background"),
         (data.positive is None or task.type == "classification",
          f"data.positive: only a classification task derives a binary task, this one is {task.type}"),
         (task.type != "multilabel" or bool(data.classes),

@@ -1,14 +1,16 @@
-"""Hard negatives for the cough detector: bursts a first model mistakes for coughs in training calls.
+"""Hard negatives for the cough detector: bursts an earlier model mistakes for coughs in training calls.
 
-Runs the detector of a training run (configs/cough-stage1.yaml) over the calls of
-covid19-cough-uncut in that run's train and val splits, keeps the candidate bursts that lie more
-than --ignore-around seconds from the call's annotated cough (so they are not coughs that went
-unannotated) and scored at least --min-score, and writes them as a manifest of `background`
-windows centred on each burst. The rows keep the run's split, so a second training run
-(configs/cough.yaml) trains on them without ever touching the first run's test calls.
+Runs the detector of a training run over the calls of covid19-cough-uncut in that run's train
+and val splits, keeps the candidate bursts that lie more than --ignore-around seconds from the
+call's annotated cough (so they are not a caller's unannotated repeat coughs) and scored at least
+--min-score, and writes them as a manifest of `background` windows centred on each burst. The rows
+keep the run's split, so the next stage trains on them without ever touching the test calls.
+The two rounds behind the shipped `cough` model (docs/models/cough.md):
 
     .venv/bin/python scripts/mine_hard_negatives.py --run runs/cough-stage1 \
-        -o configs/data/cough-hard-negatives.csv
+        -o configs/data/cough-hard-negatives.csv --per-call 15 --min-score 0.3
+    .venv/bin/python scripts/mine_hard_negatives.py --run runs/cough-stage2 \
+        -o configs/data/cough-hard-negatives-2.csv --per-call 15 --min-score 0.3 --ignore-around 20
 """
 
 from __future__ import annotations

@@ -188,3 +188,18 @@ def test_loudest_crop_spares_only_event_rows():
     has_burst = np.array([np.abs(w).max() == 0.5 for w in windows])
     assert has_burst[1::2].all()  # event rows always keep the burst
     assert not has_burst[0::2].all()  # eventless rows are cropped anywhere, quiet stretches included
+
+
+def test_background_adds_an_eventless_clip_of_the_batch_at_the_drawn_snr() -> None:
+    # rows 0-15: events (a 440 Hz tone); rows 16-31: the eventless class (a 3 kHz tone, another level)
+    x = torch.from_numpy(np.stack([tone(440)] * 16 + [tone(3000, amp=0.1)] * 16))
+    y = torch.tensor([[0.0, 1.0]] * 16 + [[1.0, 0.0]] * 16)
+    p = build_pipeline(AugmentConfig(background_p=1.0, background_snr_db=(5.0, 15.0)), FEATS, clip_seconds=1.0, eventless=0)
+    out, labels = step(p, "background").fn(x, y, np.random.default_rng(0))
+    added = (out - x)[:16]
+    snr = 10 * torch.log10(x[:16].square().mean(1) / added.square().mean(1))
+    assert snr.min() > 4.9 and snr.max() < 15.1
+    spectrum = torch.fft.rfft(added, dim=1).abs()
+    assert (spectrum.argmax(dim=1) == 3000).all()  # what was added is the eventless clip (1-s clips: bin = Hz)
+    assert torch.equal(labels, y)
+    assert "background" not in [s.name for s in build_pipeline(AugmentConfig(background_p=1.0), FEATS, clip_seconds=1.0).steps]

@@ -143,3 +143,10 @@ def test_example_configs_load(path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     cfg = load_config(path)
     assert all(Path(s.path).is_absolute() for s in cfg.data.sources)
     assert cfg.data.sources[0].path.startswith(str(ROOT.parent / "shared" / "data"))
+
+
+def test_background_mixing_needs_a_derived_binary_task() -> None:
+    raw = {"data": {"sources": [{"path": "m.csv"}]}, "augment": {"background_p": 0.5}}
+    with pytest.raises(ConfigError, match="augment.background_p"):
+        config_from_dict(raw)
+    assert config_from_dict({**raw, "data": {**raw["data"], "positive": "cough"}}).augment.background_p == 0.5

@@ -60,6 +60,7 @@ def test_the_curve_and_the_sensitivity_at_fixed_false_alarm_rates():
     assert m["sensitivity_at_1_fa_per_hour"] == pytest.approx(0.75)
     assert m["sensitivity_at_2_fa_per_hour"] == pytest.approx(1.0)
     assert m["best_threshold_at_2_fa_per_hour"] == 0.6
+    assert m["sensitivity_at_fa_per_hour"] == pytest.approx({"1": 0.75, "2": 1.0, "5": 1.0, "10": 1.0, "20": 1.0})
     assert len(_evaluate(thresholds=[0.5, 0.85])["curve"]) == 2
 
 

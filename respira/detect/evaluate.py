@@ -30,6 +30,7 @@ import pandas as pd
 from respira.errors import DataError
 
 _CURVE_POINTS = 100
+_FA_RATES = (1.0, 2.0, 5.0, 10.0, 20.0)  # the rates of sensitivity_at_fa_per_hour
 
 
 def evaluate_events(
@@ -54,7 +55,8 @@ def evaluate_events(
     Returns a JSON-ready dict: sensitivity, precision, false_alarms_per_hour, threshold,
     found, annotated_events, detections, true_detections, false_alarms, ignored_detections,
     hours, hours_outside_ignore_zones, sensitivity_at_1_fa_per_hour,
-    sensitivity_at_2_fa_per_hour, best_threshold_at_2_fa_per_hour, curve (a list of
+    sensitivity_at_2_fa_per_hour, best_threshold_at_2_fa_per_hour, sensitivity_at_fa_per_hour
+    ({"1": .., "2": .., "5": .., "10": .., "20": ..}, interpolated like the two before), curve (a list of
     {threshold, sensitivity, false_alarms_per_hour, precision}), files, unmatched_detection_files,
     ignore_around_s, tolerance_s. A rate with a zero denominator is None.
     """
@@ -129,6 +131,7 @@ def evaluate_events(
         "sensitivity_at_1_fa_per_hour": _sensitivity_at(full, 1.0, defined=defined),
         "sensitivity_at_2_fa_per_hour": _sensitivity_at(full, 2.0, defined=defined),
         "best_threshold_at_2_fa_per_hour": _best_threshold(distinct, full, 2.0),
+        "sensitivity_at_fa_per_hour": {f"{k:g}": _sensitivity_at(full, k, defined=defined) for k in _FA_RATES},
         "curve": [{"threshold": float(t), "sensitivity": _num(curve["sensitivity"][i]),
                    "false_alarms_per_hour": _num(curve["false_alarms_per_hour"][i]), "precision": _num(curve["precision"][i])}
                   for i, t in enumerate(grid)],

@@ -79,6 +79,9 @@ def build_pipeline(aug: AugmentConfig, feats: FeatureConfig, *, clip_seconds: fl
         (True, Step("fit", False, lambda x, y, rng: (_fit(x, length=length, device=device), y))),
         (aug.pitch_shift > 0, Step("pitch_shift", True, lambda x, y, rng: (_pitch_shift(x, rng, semitones=aug.pitch_shift), y))),
         (aug.gain_db > 0, Step("gain", True, lambda x, y, rng: (_gain(x, rng, db=aug.gain_db), y))),
+        (aug.background_p > 0 and eventless is not None,
+         Step("background", True, lambda x, y, rng: (_background(x, y, rng, eventless=eventless, snr_db=aug.background_snr_db,
+                                                                 p=aug.background_p), y))),
         (aug.noise_p > 0, Step("noise", True, lambda x, y, rng: (_noise(x, rng, snr_db=aug.noise_snr_db, p=aug.noise_p), y))),
         (aug.mixup_on == "waveform" and aug.mixup_p > 0 and aug.mixup_alpha > 0, Step("mixup", True, mixup)),
         (True, Step("features", False, lambda x, y, rng: (features(x, feats), y))),
@@ -143,6 +146,28 @@ def _noise(x: torch.Tensor, rng: np.random.Generator, *, snr_db: tuple[float, fl
     scale = np.where(chosen & (power > 0), np.sqrt(power / 10 ** (snr / 10)), 0.0).astype(np.float32)
     noise = torch.from_numpy(rng.standard_normal(tuple(x.shape), dtype=np.float32) * scale[:, None])
     return x + noise.to(x.device)
+
+
+def _background(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *, eventless: int,
+                snr_db: tuple[float, float], p: float) -> torch.Tensor:
+    """With probability p per clip, plus another clip of the batch whose row is (mostly) the
+    `eventless` class, scaled to a random SNR in [snr_db] (clip power over added power)."""
+    pool = np.flatnonzero(y[:, eventless].cpu().numpy() > 0.5)
+    chosen = np.flatnonzero(rng.random(len(x)) < p)
+    if len(pool) == 0 or len(chosen) == 0:
+        return x
+    other = rng.choice(pool, size=len(chosen))
+    keep = other != chosen
+    chosen, other = chosen[keep], other[keep]
+    power = x.square().mean(dim=1).double().cpu().numpy()
+    snr = rng.uniform(snr_db[0], snr_db[1], size=len(chosen))
+    ok = (power[chosen] > 0) & (power[other] > 0)
+    scale = np.zeros(len(chosen))
+    scale[ok] = np.sqrt(power[chosen][ok] / power[other][ok] / 10 ** (snr[ok] / 10))
+    out = x.clone()
+    idx = torch.as_tensor(chosen, device=x.device)
+    out[idx] += x[torch.as_tensor(other, device=x.device)] * torch.as_tensor(scale, dtype=x.dtype, device=x.device)[:, None]
+    return out
 
 
 def _pitch_shift(x: torch.Tensor, rng: np.random.Generator, *, semitones: float) -> torch.Tensor:

@@ -161,9 +161,8 @@ def _background(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *, e
     chosen, other = chosen[keep], other[keep]
     power = x.square().mean(dim=1).double().cpu().numpy()
     snr = rng.uniform(snr_db[0], snr_db[1], size=len(chosen))
-    ok = (power[chosen] > 0) & (power[other] > 0)
-    scale = np.zeros(len(chosen))
-    scale[ok] = np.sqrt(power[chosen][ok] / power[other][ok] / 10 ** (snr[ok] / 10))
+    ratio = np.divide(power[chosen], power[other], out=np.zeros(len(chosen)), where=power[other] > 0)
+    scale = np.sqrt(ratio / 10 ** (snr / 10))  # 0 for a silent clip or a silent background
     out = x.clone()
     idx = torch.as_tensor(chosen, device=x.device)
     out[idx] += x[torch.as_tensor(other, device=x.device)] * torch.as_tensor(scale, dtype=x.dtype, device=x.device)[:, None]

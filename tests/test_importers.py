@@ -240,6 +240,41 @@ def test_virufy_segments_by_recording(tmp_path, clip):
     assert [Path(p).name for p in whole["path"]] == ["neg-0421-083-cough-m-53.wav", "pos-0421-091-cough-f-47.wav"]
 
 
+def test_icbhi_kaggle_copy_finds_metadata_above_the_audio(tmp_path, clip):
+    """The Kaggle copy: audio two folders down, `patient_diagnosis.csv` one level up (comma-separated),
+    `demographic_info.txt` at the top (spaces), no split file; names of either copy in any case."""
+    top = tmp_path / "Respiratory_Sound_Database"
+    audio = top / "Respiratory_Sound_Database" / "audio_and_txt_files"
+    clip(audio / "101_1b1_Al_sc_Meditron.wav")
+    (audio / "101_1b1_Al_sc_Meditron.txt").write_text("0.036\t0.579\t0\t1\n")
+    (top / "Respiratory_Sound_Database" / "patient_diagnosis.csv").write_text("101,URTI\n")
+    (top / "demographic_info.txt").write_text("101 3 F NA 19 99\n")
+    with pytest.warns(DataWarning, match=r"ICBHI_challenge_train_test\.txt not found .* columns stay empty"):
+        df = import_dataset("icbhi", audio)
+    assert _records(df, "label", "subject", "diagnosis", "sex", "split") == [("wheeze", "101", "URTI", "female", "")]
+    (top / "ICBHI_Challenge_train_test.txt").write_text("101_1b1_Al_sc_Meditron\ttest\r\n")  # other case
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        assert import_dataset("icbhi", audio)["split"].tolist() == ["test"]
+
+
+def test_coughvid_v3_keeps_the_fourth_expert_and_coswara_pending_is_unknown(tmp_path, clip):
+    (tmp_path / "cv").mkdir()
+    (tmp_path / "cv" / "metadata_compiled.csv").write_text(
+        "uuid,cough_detected,gender,status,status_SSL,quality_1,quality_4,severity_4\n"
+        "a1,0.97,female,COVID-19,0.8,good,ok,mild\n"
+    )
+    clip(tmp_path / "cv" / "a1.webm")
+    df = import_dataset("coughvid", tmp_path / "cv")
+    assert _records(df, "label", "sex", "status_SSL", "quality_1", "quality_4", "severity_4") == [
+        ("covid19", "female", 0.8, "good", "ok", "mild")
+    ]
+    (tmp_path / "cw").mkdir()
+    (tmp_path / "cw" / "combined_data.csv").write_text("id,a,covid_status,g\np1,40,under_validation,male\n")
+    clip(tmp_path / "cw" / "20210101" / "p1" / "cough-heavy.wav")
+    assert import_dataset("coswara", tmp_path / "cw")["label"].tolist() == ["unknown"]
+
+
 # --------------------------------------------------------------------- real metadata, fabricated audio
 
 

@@ -18,7 +18,10 @@ from respira.data.manifest import from_records
 from respira.errors import DataError
 
 COUGHVID_LABELS = {"covid_19": "covid19", "": "unknown"}
-COSWARA_LABELS = {"positive_mild": "covid19", "positive_moderate": "covid19", "positive_asymp": "covid19"}
+COSWARA_LABELS = {
+    "positive_mild": "covid19", "positive_moderate": "covid19", "positive_asymp": "covid19",
+    "under_validation": "unknown",  # test result pending
+}  # fmt: skip
 COSWARA_RECORDINGS = (
     "breathing-deep", "breathing-shallow", "cough-heavy", "cough-shallow",
     "counting-fast", "counting-normal", "vowel-a", "vowel-e", "vowel-o",
@@ -27,8 +30,8 @@ VIRUFY_LABELS = {
     "positive": "covid19", "pos": "covid19", "true": "covid19", "1": "covid19",
     "neg": "negative", "false": "negative", "0": "negative",
 }  # fmt: skip
-_COUGHVID_KEEP = ("cough_detected", "age", "sex", "respiratory_condition", "fever_muscle_pain")
-_EXPERT_COLUMN = re.compile(r"_[123]$")
+_COUGHVID_KEEP = ("cough_detected", "age", "sex", "respiratory_condition", "fever_muscle_pain", "status_SSL")
+_EXPERT_COLUMN = re.compile(r"_\d$")  # quality_1 ... severity_4: one set per expert
 _SEGMENT = re.compile(r"^(.*)-(\d+)$")
 _VIRUFY_FILE_COLUMNS = ("cough_filename", "filename", "file", "path")
 _VIRUFY_LABEL_COLUMNS = ("corona_test", "pcr_test_result", "covid19", "covid_status", "label")
@@ -147,8 +150,8 @@ def import_coughvid(src: Path) -> pd.DataFrame:
 
     label from status (healthy, symptomatic, COVID-19 -> covid19, empty -> unknown); subject = uuid;
     columns cough_detected (0-1, a regression target), age, sex, respiratory_condition,
-    fever_muscle_pain and the expert labels (quality_1 ... severity_3). Rows without audio are
-    skipped, counted in one warning.
+    fever_muscle_pain, status_SSL (v3) and the expert labels (quality_1 ... severity_3, _4 in v3).
+    Rows without audio are skipped, counted in one warning.
     """
     meta = find_file("metadata_compiled.csv", src)
     if meta is None:
@@ -192,7 +195,7 @@ def import_coswara(src: Path, *, sounds: str | None = None) -> pd.DataFrame:
 
     Columns: recording (cough-heavy, vowel-a, ...), sound (its kind: cough, breathing, counting,
     vowel), sex, age and the other participant columns. label from covid_status (positive_* ->
-    covid19, others normalised); subject = id. `sounds`: comma-separated recordings or kinds to
+    covid19, under_validation (result pending) -> unknown, others normalised); subject = id. `sounds`: comma-separated recordings or kinds to
     keep, e.g. "cough-heavy,cough-shallow" or "cough".
     """
     meta = find_file("combined_data.csv", src, src.parent)

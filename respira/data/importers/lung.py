@@ -28,14 +28,20 @@ def import_icbhi(src: Path) -> pd.DataFrame:
     `{start}\\t{end}\\t{crackles 0|1}\\t{wheezes 0|1}` -> one event row per respiratory cycle,
     label normal / crackle / wheeze / both; subject = patient.
 
-    From SRC or its parent when present: split from `ICBHI_challenge_train_test.txt` (the
-    official 60/40 train/test), diagnosis from `ICBHI_Challenge_diagnosis.txt`, age / sex / bmi /
-    child_weight / child_height from `ICBHI_Challenge_demographic_information.txt` (NA = missing).
+    From SRC or up to 3 folders above it when present (names in any case): split from
+    `ICBHI_challenge_train_test.txt` (the official 60/40 train/test), diagnosis from
+    `ICBHI_Challenge_diagnosis.txt`, age / sex / bmi / child_weight / child_height from
+    `ICBHI_Challenge_demographic_information.txt` (NA = missing); the Kaggle copy's
+    `patient_diagnosis.csv` and `demographic_info.txt` work too.
     Columns: recording, cycle, location, mode, device, crackles, wheezes, diagnosis, demographics.
     """
-    splits = _icbhi_splits(find_file(_SPLIT_FILES, src, src.parent))
-    diagnosis = _icbhi_diagnosis(find_file(_DIAGNOSIS_FILES, src, src.parent))
-    people = _icbhi_demographics(find_file(_DEMOGRAPHIC_FILES, src, src.parent))
+    folders = (src, *src.resolve().parents[:3])  # the Kaggle copy keeps them 1-2 levels above the audio
+    found = {names: find_file(names, *folders) for names in (_SPLIT_FILES, _DIAGNOSIS_FILES, _DEMOGRAPHIC_FILES)}
+    if missing := [" / ".join(names) for names, path in found.items() if path is None]:
+        warn(f"icbhi: {'; '.join(missing)} not found in {src} or its parents; those columns stay empty")
+    splits = _icbhi_splits(found[_SPLIT_FILES])
+    diagnosis = _icbhi_diagnosis(found[_DIAGNOSIS_FILES])
+    people = _icbhi_demographics(found[_DEMOGRAPHIC_FILES])
     records, unannotated = [], []
     for wav in list_audio(src):
         m = _ICBHI_NAME.match(wav.stem)
@@ -65,6 +71,8 @@ def import_icbhi(src: Path) -> pd.DataFrame:
                 "diagnosis": diagnosis.get(patient, ""),
                 **people.get(patient, {}),
             })  # fmt: skip
+    if splits and (unsplit := sorted({r["recording"] for r in records if not r["split"]})):
+        warn(f"icbhi: {len(unsplit)} recording(s) not in the split file, split left empty, e.g. {unsplit[0]}")
     if unannotated:
         n = len(unannotated)
         warn(f"icbhi: skipped {n} recording(s) without a .txt annotation beside them, e.g. {unannotated[0]}")

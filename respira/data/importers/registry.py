@@ -88,9 +88,12 @@ def expect_file(path: Path, fmt: str, what: str = "") -> Path:
 
 
 def find_file(names: str | tuple[str, ...], *folders: Path) -> Path | None:
-    """The first `folder/name` that exists, each name tried in every folder before the next name; or None."""
+    """The first file `folder/name` (name matched case-insensitively: copies of the public sets differ in
+    case), each name tried in every folder before the next name; or None."""
     names = (names,) if isinstance(names, str) else names
-    return next((f / n for n in names for f in folders if (f / n).is_file()), None)
+    listings = [{p.name.lower(): p for p in sorted(f.iterdir())} if f.is_dir() else {} for f in folders]
+    found = (files.get(n.lower()) for n in names for files in listings)
+    return next((p for p in found if p is not None and p.is_file()), None)
 
 
 def audio_index(folder: Path) -> dict[str, Path]:

@@ -64,6 +64,19 @@ def test_the_curve_and_the_sensitivity_at_fixed_false_alarm_rates():
     assert len(_evaluate(thresholds=[0.5, 0.85])["curve"]) == 2
 
 
+def test_false_alarm_files_rank_the_files_by_their_top_false_alarm():
+    annotations = pd.concat([ANNOTATIONS, from_records([{"path": B, "label": "cough", "start": 30.0, "end": 30.5}])])
+    detections = pd.concat([DETECTIONS, pd.DataFrame(
+        [(B, 300.0, 300.5, 0.95), (B, 400.0, 400.5, 0.5), (B, 31.0, 31.5, 0.99)],  # 2 false alarms, 1 hit
+        columns=["file", "start", "end", "score"],
+    )])  # fmt: skip
+    m = _evaluate(detections, annotations, durations={A: 1842.0, B: 1820.0}, threshold=0.6)
+    assert m["false_alarm_files"] == [
+        {"file": B, "top_score": 0.95, "false_alarms": 1},  # the 0.5 one lies below the threshold
+        {"file": A, "top_score": 0.7, "false_alarms": 1},
+    ]
+
+
 def test_files_without_detections_count_their_hours_and_missed_events():
     annotations = pd.concat([ANNOTATIONS, from_records([
         {"path": B, "label": "cough", "start": 30.0, "end": 30.5},

@@ -122,4 +122,8 @@ def evaluate_events_cmd(
         f"sensitivity {show(metrics['sensitivity'], '.3f')}, {show(metrics['false_alarms_per_hour'], '.2f')} false alarms/h, "
         f"precision {show(metrics['precision'], '.3f')}; sensitivity at 1 FA/h {show(metrics['sensitivity_at_1_fa_per_hour'], '.3f')}, "
         f"at 2 FA/h {show(metrics['sensitivity_at_2_fa_per_hour'], '.3f')}", highlight=False, markup=False, soft_wrap=True)
+    if metrics["false_alarm_files"]:
+        top = metrics["false_alarm_files"][0]
+        console.print(f"highest-scoring false alarm ({top['top_score']:.3g}) in {top['file']}, "
+                      f"{top['false_alarms']} false alarm(s) there at the threshold", highlight=False, markup=False, soft_wrap=True)
     console.print(f"wrote {json_path} and {png_path}", highlight=False, markup=False, soft_wrap=True)

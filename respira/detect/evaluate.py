@@ -57,8 +57,9 @@ def evaluate_events(
     hours, hours_outside_ignore_zones, sensitivity_at_1_fa_per_hour,
     sensitivity_at_2_fa_per_hour, best_threshold_at_2_fa_per_hour, sensitivity_at_fa_per_hour
     ({"1": .., "2": .., "5": .., "10": .., "20": ..}, interpolated like the two before), curve (a list of
-    {threshold, sensitivity, false_alarms_per_hour, precision}), files, unmatched_detection_files,
-    ignore_around_s, tolerance_s. A rate with a zero denominator is None.
+    {threshold, sensitivity, false_alarms_per_hour, precision}), false_alarm_files (the files of the
+    10 highest-scoring false alarms: {file, top_score, false_alarms at the threshold}, highest first),
+    files, unmatched_detection_files, ignore_around_s, tolerance_s. A rate with a zero denominator is None.
     """
     if ignore_around_s < 0 or tolerance_s < 0:
         raise DataError(f"ignore_around_s and tolerance_s must be >= 0, got {ignore_around_s}, {tolerance_s}")
@@ -78,6 +79,7 @@ def evaluate_events(
     event_best: list[np.ndarray] = []  # per annotated event: best score of a detection overlapping it
     kinds: list[np.ndarray] = []  # per matched detection: 0 true detection, 1 ignored, 2 false alarm
     scores: list[np.ndarray] = []
+    owners: list[np.ndarray] = []  # per matched detection: its manifest file
     outside_s = 0.0
     det_files_arr = np.array([m if m is not None else "" for m in det_files], dtype=object)
     for f in files:
@@ -93,12 +95,14 @@ def evaluate_events(
         hit = overlap.any(axis=1)
         kinds.append(np.where(hit, 0, np.where(near, 1, 2)))
         scores.append(sc)
+        owners.append(np.full(len(sc), f, dtype=object))
         event_best.append(np.where(overlap, sc[:, None], -np.inf).max(axis=0, initial=-np.inf))
         outside_s += duration - _covered(ev, pad=ignore_around_s, duration=duration)
 
     best = np.concatenate(event_best) if event_best else np.zeros(0)
     kind = np.concatenate(kinds) if kinds else np.zeros(0, int)
     score = np.concatenate(scores) if scores else np.zeros(0)
+    owner = np.concatenate(owners) if owners else np.zeros(0, dtype=object)
     hours_outside = outside_s / 3600
 
     def at(ts: np.ndarray) -> dict[str, np.ndarray]:
@@ -135,6 +139,7 @@ def evaluate_events(
         "curve": [{"threshold": float(t), "sensitivity": _num(curve["sensitivity"][i]),
                    "false_alarms_per_hour": _num(curve["false_alarms_per_hour"][i]), "precision": _num(curve["precision"][i])}
                   for i, t in enumerate(grid)],
+        "false_alarm_files": _false_alarm_files(score[kind == 2], owner[kind == 2], operating),
         "files": len(files), "unmatched_detection_files": unmatched,
         "ignore_around_s": ignore_around_s, "tolerance_s": tolerance_s,
     }
@@ -212,6 +217,17 @@ def _covered(ev: np.ndarray, *, pad: float, duration: float) -> float:
             total += b - a
             end = b
     return total
+
+
+def _false_alarm_files(scores: np.ndarray, files: np.ndarray, threshold: float, top: int = 10) -> list[dict]:
+    """The files of the `top` highest-scoring false alarms, each with its top score and its count >= threshold."""
+    out: dict[str, dict] = {}
+    for i in np.argsort(-scores, kind="stable"):
+        if len(out) == top and files[i] not in out:
+            continue
+        entry = out.setdefault(files[i], {"file": files[i], "top_score": round(float(scores[i]), 6), "false_alarms": 0})
+        entry["false_alarms"] += int(scores[i] >= threshold)
+    return list(out.values())
 
 
 def _count_at_least(values: np.ndarray, ts: np.ndarray) -> np.ndarray:

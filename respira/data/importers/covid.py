@@ -195,8 +195,8 @@ def import_coswara(src: Path, *, sounds: str | None = None) -> pd.DataFrame:
 
     Columns: recording (cough-heavy, vowel-a, ...), sound (its kind: cough, breathing, counting,
     vowel), sex, age and the other participant columns. label from covid_status (positive_* ->
-    covid19, under_validation (result pending) -> unknown, others normalised); subject = id. `sounds`: comma-separated recordings or kinds to
-    keep, e.g. "cough-heavy,cough-shallow" or "cough".
+    covid19, under_validation (result pending) -> unknown, others normalised); subject = id.
+    `sounds`: comma-separated recordings or kinds to keep, e.g. "cough-heavy,cough-shallow" or "cough".
     """
     meta = find_file("combined_data.csv", src, src.parent)
     if meta is None:

@@ -91,9 +91,17 @@ def find_file(names: str | tuple[str, ...], *folders: Path) -> Path | None:
     """The first file `folder/name` (name matched case-insensitively: copies of the public sets differ in
     case), each name tried in every folder before the next name; or None."""
     names = (names,) if isinstance(names, str) else names
-    listings = [{p.name.lower(): p for p in sorted(f.iterdir())} if f.is_dir() else {} for f in folders]
+    listings = [_listing(f) for f in folders]
     found = (files.get(n.lower()) for n in names for files in listings)
     return next((p for p in found if p is not None and p.is_file()), None)
+
+
+def _listing(folder: Path) -> dict[str, Path]:
+    """Lower-cased name -> path of the entries of `folder`; empty where it cannot be listed."""
+    try:
+        return {p.name.lower(): p for p in sorted(folder.iterdir())}
+    except OSError:  # absent, not a folder, or not readable (a parent searched for metadata)
+        return {}
 
 
 def audio_index(folder: Path) -> dict[str, Path]:

@@ -15,12 +15,10 @@ import io
 import json
 import os
 import queue
-import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -270,25 +268,6 @@ def background(blocks: Iterable[np.ndarray], stop: threading.Event, *, buffered:
         if isinstance(item, BaseException):
             raise item
         yield item
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """While active, SIGINT (Ctrl-C) and SIGTERM set the returned Event instead of killing the
-    process, so the session can end cleanly; a second signal raises KeyboardInterrupt."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 # ----------------------------------------------------------------------------- reports

@@ -36,7 +36,8 @@ def monitor_cmd(
     from respira.detect.config import DetectConfig
     from respira.errors import ConfigError
     from respira.inference import load_model
-    from respira.monitor import MonitorConfig, PcmFormat, background, monitor_stream, new_session, stop_on_signals
+    from respira.monitor import MonitorConfig, PcmFormat, background, monitor_stream, new_session
+    from respira.signals import stop_on_signals
 
     kind = "stdin" if src in ("stdin", "-") else "mic" if src == "mic" else "follow" if follow else "file"
     if follow and kind != "follow":

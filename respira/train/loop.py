@@ -10,11 +10,9 @@ Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves the checkpoint and r
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from torch import nn
 from respira.config import Config
 from respira.errors import ConfigError, ModelError
 from respira.features import features
+from respira.signals import stop_on_signals
 from respira.train.augment import Pipeline, build_pipeline, class_weights, sample_weights
 from respira.train.dataset import ClipSet, TrainingData
 from respira.train.distributed import Dist, any_rank, shard, sync_buffers, wrap
@@ -153,7 +152,7 @@ class _Trainer:
         if resume and self.path.is_file():
             self._restore()
         if not self.done:
-            with _stop_requests() as stop, _Bar(self.dist.main) as bar:
+            with stop_on_signals() as stop, _Bar(self.dist.main) as bar:
                 while self.epoch < self.cfg.train.epochs and not self.done:
                     self._train_epoch(bar, stop, on_step)
                     self._end_epoch()
@@ -177,7 +176,7 @@ class _Trainer:
             bar.advance(f"loss {self.epoch_loss[0] / self.epoch_loss[1]:.4f}")
             if on_step is not None:
                 on_step(self.step)
-            if any_rank(stop["stop"], self.dist):
+            if any_rank(stop.is_set(), self.dist):
                 self._save()
                 raise Interrupted(self.path, self.step)
 
@@ -341,26 +340,6 @@ def _warmup_cosine(warmup: float, total: int) -> Callable[[int], float]:
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
-
-
-@contextmanager
-def _stop_requests() -> Iterator[dict]:
-    """{"stop": bool} set by the first SIGINT / SIGTERM (a second SIGINT interrupts at once)."""
-    flag = {"stop": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def request(signum: int, frame: object) -> None:
-        flag["stop"] = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = {s: signal.signal(s, request) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 class _Bar:

@@ -70,6 +70,10 @@ class DataConfig:
     are dropped before splitting (never trained on, e.g. the calls a detector is tested on).
     clip_seconds: the model's window; longer clips are scored window by window at inference and
     the windows pooled by `pooling` ("mean", or "max": an event anywhere in the clip counts).
+    auxiliary (classification with `classes`): more labels whose clips train extra outputs that
+    the bundle leaves out, so the shared layers learn from more sounds. Their rows are training
+    rows only; a subject's side of the split is decided by its rows of `classes` alone, so adding
+    auxiliary labels never changes the validation or test clips.
     """
 
     sources: tuple[SourceConfig, ...] = ()
@@ -78,6 +82,7 @@ class DataConfig:
     positive: Union[str, None] = None
     negative: str = "other"
     exclude_subjects_of: Union[SourceConfig, None] = None
+    auxiliary: tuple[str, ...] = ()
     clip_seconds: float = _num(4.0, gt=0.0, le=600.0)
     pooling: Literal["mean", "max"] = "mean"
     split: SplitConfig = SplitConfig()
@@ -436,6 +441,10 @@ def _check(cfg: Config) -> None:
          f"data.negative: must differ from data.positive ({data.positive!r})"),
         (data.positive is None or data.classes is None or data.positive in data.classes,
          f"data.positive: {data.positive!r} is not one of data.classes {list(data.classes or ())}"),
+        (not data.auxiliary or (task.type == "classification" and data.classes is not None and data.positive is None),
+         "data.auxiliary: needs a classification task with data.classes and no data.positive"),
+        (not set(data.auxiliary) & set(data.classes or ()),
+         f"data.auxiliary: {sorted(set(data.auxiliary) & set(data.classes or ()))} also in data.classes"),
         (train.ensemble != "folds" or val.strategy == "group_kfold",
          "train.ensemble: 'folds' needs validation.strategy: group_kfold"),
         (train.ensemble == "folds" or train.ensemble >= 1, f"train.ensemble: must be >= 1 or 'folds', got {train.ensemble}"),

@@ -373,3 +373,35 @@ def test_tuned_threshold_separates_validation_scores(monkeypatch):
     data = SimpleNamespace(rows=lambda split: np.arange(6), waves=[None] * 6, targets=targets)
     meta = SimpleNamespace(classes=("other", "cough"), positive="cough")
     assert run.tune_threshold([], meta, data) == pytest.approx(0.45)  # midway between 0.3 and 0.6
+
+
+def test_auxiliary_labels_train_extra_outputs_that_the_bundle_leaves_out(clips: Path, tmp_path: Path) -> None:
+    from respira.train.run import narrowed, plan_members
+
+    two = settings(clips, data={"classes": ["cough", "wheeze"]},
+                   validation={"strategy": "group_kfold", "folds": 3}, train={"epochs": 1, "ensemble": "folds"})
+    cfg = config_from_dict({**two, "data": {**two["data"], "auxiliary": ["speech"]}})
+    plain, data = prepare(config_from_dict(two), progress=False), prepare(cfg, progress=False)
+    assert data.outputs == ("cough", "wheeze", "speech") and data.targets.shape[1] == 3
+    main = data.table[~data.auxiliary_rows()]
+    assert main[["path", "split"]].equals(plain.table[["path", "split"]])  # the split ignores auxiliary rows
+    extra = data.table[data.auxiliary_rows()]
+    assert (extra["split"] == "train").all()
+    assert set(extra["subject"]) == set(main.loc[main["split"] == "train", "subject"])  # no val/test subject's clip
+    for member in plan_members(cfg, data, tmp_path):
+        val_subjects = set(data.table.iloc[member.val]["subject"])
+        trained = data.table.iloc[member.train]
+        assert (trained["task_label"] == "speech").any() and not trained["subject"].isin(val_subjects).any()
+
+    result = train(cfg, tmp_path / "run", log=lambda line: None)
+    models, meta = load_bundle(result.bundle)
+    assert meta.classes == ("cough", "wheeze") and all(m.head.out_features == 2 for m in models)
+    assert result.metrics["n"] == len(plain.rows("test"))
+
+    from respira.train.loop import build, model_spec
+    wide = build(model_spec(cfg, 3)).eval()
+    narrow = narrowed(wide, model_spec(cfg, 2)).eval()
+    x = torch.randn(2, 1, 40, 101)
+    assert torch.allclose(narrow(x), wide(x)[:, :2], atol=1e-6)
+    with pytest.raises(ConfigError, match="data.auxiliary"):
+        config_from_dict({**two, "data": {**two["data"], "auxiliary": ["cough"]}})

@@ -2,8 +2,9 @@
 
 `prepare(cfg)` does it all: import every source (an importer or a manifest), drop the subjects
 of `exclude_subjects_of`, keep the rows the task can use, assign subject-disjoint splits (a
-split the manifest already names is kept; a missing val split is carved out of train) and
-decode every clip once (unreadable files are skipped and listed in one warning).
+split the manifest already names is kept; a missing val split is carved out of train; rows of
+`auxiliary` labels are training rows of subjects off the val and test sides) and decode every
+clip once (unreadable files are skipped and listed in one warning).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ DATASET_COLUMN = "dataset"
 @dataclass
 class TrainingData:
     """Rows (manifest columns + `split` + `task_label`), their targets [rows, outputs], the output
-    names, the decoded clips, the task type and the unreadable files left out."""
+    names (`classes`, then the training-only `auxiliary` ones), the decoded clips, the task type
+    and the unreadable files left out."""
 
     task: str
     table: pd.DataFrame
@@ -38,18 +40,37 @@ class TrainingData:
     classes: tuple[str, ...]
     waves: list[np.ndarray]
     skipped: list[str] = field(default_factory=list)
+    auxiliary: tuple[str, ...] = ()
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The outputs a model trains: the classes, then the auxiliary labels."""
+        return self.classes + self.auxiliary
 
     def rows(self, split: str) -> np.ndarray:
         """Positional indices of the rows of `split` (train / val / test)."""
         return np.flatnonzero(self.table["split"].to_numpy() == split)
 
+    def auxiliary_rows(self) -> np.ndarray:
+        """[rows] bool: the rows of an auxiliary label."""
+        return self.table["task_label"].isin(self.auxiliary).to_numpy()
+
+    def without_auxiliary(self) -> TrainingData:
+        """The same data without the auxiliary rows and outputs (what the bundle is evaluated on)."""
+        if not self.auxiliary:
+            return self
+        keep = ~self.auxiliary_rows()
+        return TrainingData(task=self.task, table=self.table.loc[keep].reset_index(drop=True),
+                            targets=self.targets[keep][:, :len(self.classes)], classes=self.classes,
+                            waves=[w for w, k in zip(self.waves, keep) if k], skipped=self.skipped)
+
     def counts(self) -> dict[str, dict[str, int]]:
-        """{split: {class: rows with it, "n": rows}} (regression: only "n")."""
+        """{split: {output: rows with it, "n": rows}} (regression: only "n")."""
         out: dict[str, dict[str, int]] = {}
         for split in ("train", "val", "test"):
             idx = self.rows(split)
             if self.task != "regression":
-                out[split] = {c: int(self.targets[idx, i].sum()) for i, c in enumerate(self.classes)} | {"n": len(idx)}
+                out[split] = {c: int(self.targets[idx, i].sum()) for i, c in enumerate(self.outputs)} | {"n": len(idx)}
             else:
                 out[split] = {"n": len(idx)}
         return out
@@ -80,13 +101,15 @@ def prepare(cfg: Config, *, progress: bool = True) -> TrainingData:
     if cfg.data.exclude_subjects_of is not None:
         table = _exclude_subjects(table, cfg.data.exclude_subjects_of)
     table, classes = select_rows(table, cfg)
-    targets = TASKS[cfg.task.type].targets(table["task_label"], classes)  # before decoding: bad labels fail fast
     table = assign_splits(table, cfg)
+    auxiliary = tuple(cfg.data.auxiliary)
+    targets = TASKS[cfg.task.type].targets(table["task_label"], classes + auxiliary)  # before decoding: bad labels fail fast
     waves, ok, skipped = decode(table, sr=cfg.features.sample_rate, progress=progress)
     table, targets = table.loc[ok].reset_index(drop=True), targets[ok]
     waves = [w for w, keep in zip(waves, ok) if keep]
     _check_splits(table, cfg)
-    return TrainingData(task=cfg.task.type, table=table, targets=targets, classes=classes, waves=waves, skipped=skipped)
+    return TrainingData(task=cfg.task.type, table=table, targets=targets, classes=classes, waves=waves,
+                        skipped=skipped, auxiliary=auxiliary)
 
 
 def load_sources(sources: Sequence[SourceConfig]) -> pd.DataFrame:
@@ -134,10 +157,11 @@ def select_rows(table: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, tuple[s
         return table, tuple(data.classes or ())
     present = sorted(set(labels))
     classes = tuple(data.classes) if data.classes is not None else tuple(present)
-    missing = [c for c in classes if c not in present]
-    if missing:
-        raise ConfigError(f"data.classes: no rows labelled {', '.join(map(repr, missing))} (labels present: {', '.join(present)})")
-    keep = labels.isin(classes).to_numpy()
+    for key, wanted in (("data.classes", classes), ("data.auxiliary", data.auxiliary)):
+        missing = [c for c in wanted if c not in present]
+        if missing:
+            raise ConfigError(f"{key}: no rows labelled {', '.join(map(repr, missing))} (labels present: {', '.join(present)})")
+    keep = labels.isin(classes + tuple(data.auxiliary)).to_numpy()
     table, labels = table.loc[keep].reset_index(drop=True), labels[keep].reset_index(drop=True)
     if data.positive is not None:
         if data.positive not in classes:
@@ -157,7 +181,21 @@ def assign_splits(table: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     Rows without a split get one (fractions data.split.val / test, stratified by source and
     label so that each source is spread over every side); when no row is in val
     afterwards, val is carved out of train by subject (fraction data.split.val of train).
+    Rows of data.auxiliary labels take no part in that: each joins its subject's side (train
+    when the subject has no other rows) and is kept only in train.
     """
+    auxiliary = table["task_label"].isin(cfg.data.auxiliary).to_numpy()
+    if not auxiliary.any():
+        return _split_main(table, cfg)
+    main = _split_main(table.loc[~auxiliary], cfg)
+    extra = table.loc[auxiliary]
+    sides = dict(zip(subject_keys(main), main["split"]))
+    named = extra["split"].fillna("").astype(str).str.strip()
+    extra = extra.assign(split=[n or sides.get(k, "train") for n, k in zip(named, subject_keys(extra))])
+    return pd.concat([main, extra.loc[extra["split"] == "train"]], ignore_index=True)
+
+
+def _split_main(table: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     split = cfg.data.split
     strata = table[DATASET_COLUMN].astype(str)  # every source spread over every side
     if cfg.task.type != "regression":

@@ -108,7 +108,8 @@ class _Trainer:
         self.task = TASKS[cfg.task.type]
         self.metric = early_stop_metric(cfg)
         self.path = member.out_dir / CHECKPOINT
-        self.spec = model_spec(cfg, len(data.classes))
+        self.spec = model_spec(cfg, len(data.outputs))
+        self.scored = len(data.classes)  # validation scores the classes, not the auxiliary outputs
         eventless = data.classes.index(cfg.data.negative) if cfg.data.positive else None
         self.pipeline: Pipeline = build_pipeline(cfg.augment, cfg.features, clip_seconds=cfg.data.clip_seconds,
                                                  device=dist.device, eventless=eventless)
@@ -234,10 +235,10 @@ class _Trainer:
                 y = torch.from_numpy(np.stack(targets)).to(self.dist.device)
                 x, y = self.pipeline(clips, y, train=False)
                 with self._autocast():
-                    logits = self.model(*x).float()
-                total += float(self.val_loss(logits, y)) * len(y)
+                    logits = self.model(*x).float()[:, :self.scored]
+                total += float(self.val_loss(logits, y[:, :self.scored])) * len(y)
                 outputs.append(self.task.outputs(logits).cpu().numpy())
-        truth = self.data.targets[self.member.val]
+        truth = self.data.targets[self.member.val, :self.scored]
         metrics = self.task.metrics(np.concatenate(outputs), truth)
         return {"loss": total / len(truth), **metrics}
 
@@ -254,7 +255,7 @@ class _Trainer:
         return batches[:-1] if len(batches) > 1 and len(batches[-1]) < 2 else batches
 
     def _check_metric(self) -> None:
-        truth = self.data.targets[self.member.val]
+        truth = self.data.targets[self.member.val, :self.scored]
         available = ["loss", *self.task.metrics(truth, truth)]
         if self.metric not in available:
             raise ConfigError(f"train.early_stop_metric: {self.metric!r} is not measured for this "

@@ -24,10 +24,11 @@ from respira import __version__
 from respira.bundle import BundleMeta, save_bundle
 from respira.config import Config, save_config
 from respira.data import group_kfold, write_manifest
+from respira.data.splits import subject_keys
 from respira.errors import ConfigError
 from respira.train.dataset import TrainingData, data_summary, prepare
 from respira.train.distributed import Dist, setup, teardown
-from respira.train.loop import CHECKPOINT, HISTORY, FitResult, Member, early_stop_metric, fit, model_spec
+from respira.train.loop import CHECKPOINT, HISTORY, FitResult, Member, build, early_stop_metric, fit, model_spec
 from respira.train.tasks import is_better
 
 BUNDLE = "model.respira"
@@ -72,7 +73,8 @@ def _train(cfg: Config, run_dir: Path, dist: Dist, *, resume: bool, command: str
         write_manifest(data.table, run_dir / "manifest.csv")
         sizes = ", ".join(f"{split} {counts['n']}" for split, counts in data.counts().items())
         processes = f" x {dist.world} processes" if dist.world > 1 else ""
-        log(f"data: {len(data.table)} clips ({sizes}); outputs {', '.join(data.classes)}; device {dist.device}{processes}")
+        extra = f" (+ training-only {', '.join(data.auxiliary)})" if data.auxiliary else ""
+        log(f"data: {len(data.table)} clips ({sizes}); outputs {', '.join(data.classes)}{extra}; device {dist.device}{processes}")
     members = plan_members(cfg, data, run_dir)
     results = [fit(cfg, data, m, dist=dist, resume=resume, on_step=on_step, log=log) for m in members]
     cv = cv_summary(results, members) if cfg.validation.strategy == "group_kfold" else None
@@ -83,10 +85,13 @@ def _train(cfg: Config, run_dir: Path, dist: Dist, *, resume: bool, command: str
                   ).to_csv(run_dir / HISTORY, index=False)
     if cv is not None:
         (run_dir / "cv.json").write_text(json.dumps(cv, indent=2), encoding="utf-8")
-    models = chosen_models(cfg, results)
+    spec = model_spec(cfg, len(data.classes))
+    models = [narrowed(m, spec) for m in chosen_models(cfg, results)]
+    summary = data_summary(data, cfg.data)
+    data = data.without_auxiliary()
     meta = BundleMeta(
         task=cfg.task.type, classes=data.classes, positive=cfg.data.positive,
-        features=cfg.features.to_dict(), model=model_spec(cfg, len(data.classes)),
+        features=cfg.features.to_dict(), model=spec,
         clip_seconds=cfg.data.clip_seconds, pooling=cfg.data.pooling, thresholds={"decision": 0.5},
     )
     if meta.positive is not None and len(data.rows("val")):
@@ -97,7 +102,7 @@ def _train(cfg: Config, run_dir: Path, dist: Dist, *, resume: bool, command: str
     if len(data.rows("test")):
         metrics = evaluate_test(models, meta, data, out_dir=run_dir / "eval", seed=cfg.train.seed, device=dist.device)
     provenance = {
-        "data": data_summary(data, cfg.data),
+        "data": summary,
         "config": cfg.to_dict(),
         "metrics": metrics,
         "training": {"metric": early_stop_metric(cfg), "processes": dist.world, "members": [
@@ -121,11 +126,17 @@ def plan_members(cfg: Config, data: TrainingData, run_dir: Path) -> list[Member]
         train, val = data.rows("train"), data.rows("val")
         return [Member(name=f"member{i + 1}" if n > 1 else "", seed=seed + i, train=train, val=val,
                        out_dir=run_dir / f"member{i + 1}" if n > 1 else run_dir) for i in range(n)]
-    pool = np.flatnonzero(data.table["split"].to_numpy() != "test")
+    auxiliary = data.auxiliary_rows()
+    pool = np.flatnonzero((data.table["split"].to_numpy() != "test") & ~auxiliary)
     stratify = None if cfg.task.type == "regression" else "task_label"
     folds = group_kfold(data.table.iloc[pool], folds=cfg.validation.folds, seed=cfg.data.split.seed, stratify=stratify)
-    return [Member(name=f"fold{k + 1}", seed=seed + k, train=pool[tr], val=pool[va], out_dir=run_dir / f"fold{k + 1}")
-            for k, (tr, va) in enumerate(folds)]
+    subjects = subject_keys(data.table)
+    members = []
+    for k, (tr, va) in enumerate(folds):
+        extra = np.flatnonzero(auxiliary & ~np.isin(subjects, subjects[pool[va]]))  # never a validation subject
+        members.append(Member(name=f"fold{k + 1}", seed=seed + k, train=np.sort(np.concatenate([pool[tr], extra])),
+                              val=pool[va], out_dir=run_dir / f"fold{k + 1}"))
+    return members
 
 
 def cv_summary(results: list[FitResult], members: list[Member]) -> dict:
@@ -150,6 +161,17 @@ def chosen_models(cfg: Config, results: list[FitResult]) -> list[nn.Module]:
         if is_better(r.metric, r.best, best.best):
             best = r
     return [best.model]
+
+
+def narrowed(model: nn.Module, spec: dict) -> nn.Module:
+    """`model` with the fewer outputs of `spec` (auxiliary outputs dropped): the output layer
+    keeps its first rows, so the kept classes' probabilities are a softmax over their own logits."""
+    out = build(spec).to(next(model.parameters()).device)
+    shapes = {k: v.shape for k, v in out.state_dict().items()}
+    if all(v.shape == shapes[k] for k, v in model.state_dict().items()):
+        return model
+    out.load_state_dict({k: v if v.shape == shapes[k] else v[:shapes[k][0]] for k, v in model.state_dict().items()})
+    return out.train(model.training)
 
 
 def tune_threshold(models: list[nn.Module], meta: BundleMeta, data: TrainingData, *,

@@ -14,7 +14,7 @@ from detect_stub import PlantedScorer
 from respira import audio
 from respira.detect import DetectConfig, detect_array, detect_file, group_bouts
 from respira.detect.report import night_report_html, summary, timeline_png
-from respira.testing import Event, cough, noise_bed, scene, write_night
+from respira.testing import Event, babble, cough, noise_bed, scene, write_night
 
 SR = 16000
 
@@ -51,6 +51,22 @@ def test_a_bout_of_three_close_coughs_gives_three_events_and_one_bout():
     _matches(result.events, planted, tolerance=0.03)
     (bout,) = group_bouts(result.events, gap_s=DetectConfig().bout_gap_s)
     assert bout.count == 3
+
+
+def test_a_word_after_a_cough_does_not_take_the_cough_s_score():
+    rng = np.random.default_rng(5)
+    y = noise_bed(sr=SR, rng=rng, duration=10.0).astype(np.float64)
+    c = cough(sr=SR, rng=rng) * 10 ** (-14 / 20)
+    word = babble(sr=SR, rng=rng, duration=0.2) * 10 ** (-14 / 20)
+    after = 4.0 + len(c) / SR + 0.5  # the word: in 1-s windows that hold part of the cough
+    y[4 * SR: 4 * SR + len(c)] += c
+    y[round(after * SR): round(after * SR) + len(word)] += word
+    planted = [Event(4.0, 4.0 + len(c) / SR, "cough"), Event(after, after + len(word) / SR, "speech")]
+    y = y.astype(np.float32)
+    result = detect_array(y, PlantedScorer(y, planted), DetectConfig())
+    _matches(result.events, planted[:1], tolerance=0.03)
+    (word_burst,) = [c for c in result.candidates if c.start > after - 0.1]
+    assert word_burst.score == pytest.approx(0.3)  # the windows centred on the word, not the ones reaching back to the cough
 
 
 @pytest.mark.parametrize("kind", ["silence", "noise", "speech"])

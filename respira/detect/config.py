@@ -28,7 +28,7 @@ class DetectConfig:
     level jumps by `onset_db` within 40 ms) and where longer than `max_event_s` (at the
     quietest frame), trimmed to their sounding frames and dropped when shorter than
     `min_event_s`. Each is scored with the highest positive-class probability of the windows
-    that contain its loudest frame. Candidates with score >= min(`candidate_floor`,
+    centred within `hop_s` of its loudest frame. Candidates with score >= min(`candidate_floor`,
     `threshold`) are kept; events are the candidates with score >= `threshold`, so the events
     at any higher threshold are exactly the candidates above it. Events less than
     `bout_gap_s` apart form one bout.

@@ -4,7 +4,7 @@ Blocks go through the gate (frame levels, noise floor); windows of the model's c
 every hop_s, are scored once the gate has seen gate_pad_s past their end (only windows near
 loud frames when the gate is on); the audio kept between blocks is one window plus the pad.
 At the end, energy bursts (`segment.find_bursts`) become events scored from the windows
-containing their loudest frame. Results do not depend on the block size. Events are also
+centred on their loudest frame. Results do not depend on the block size. Events are also
 released while streaming, as soon as later audio can no longer change them (`feed`'s return).
 """
 
@@ -226,12 +226,18 @@ class StreamDetector:
         return out
 
     def _burst_score(self, scores: np.ndarray, peak_frame: int, *, first_window: int) -> float:
-        """The highest score of the windows that contain the centre of frame `peak_frame`
-        (scores[i] is window first_window + i)."""
+        """The highest score of the windows centred within one hop of the centre of frame
+        `peak_frame` (at the ends of a recording, where none is, the containing window centred
+        nearest it); scores[i] is window first_window + i. Windows that merely contain the frame
+        would lend a cough's score to the breaths and words up to a window away."""
         centre = peak_frame * self.frame + self.frame // 2
         lo = max(first_window, -(-(centre - self.win + 1) // self.hop))
         hi = min(first_window + len(scores), centre // self.hop + 1)
-        return float(scores[lo - first_window: hi - first_window].max()) if hi > lo else 0.0
+        if hi <= lo:
+            return 0.0
+        k = np.arange(lo, hi)
+        offset = np.abs(k * self.hop + self.win / 2 - centre)
+        return float(scores[k[offset <= max(self.hop, offset.min())] - first_window].max())
 
 
 def detect_array(y: np.ndarray, scorer: Scorer, cfg: DetectConfig = DetectConfig(), *, file: str = "") -> FileResult:

@@ -57,8 +57,6 @@ class TrainingData:
 
     def without_auxiliary(self) -> TrainingData:
         """The same data without the auxiliary rows and outputs (what the bundle is evaluated on)."""
-        if not self.auxiliary:
-            return self
         keep = ~self.auxiliary_rows()
         return TrainingData(task=self.task, table=self.table.loc[keep].reset_index(drop=True),
                             targets=self.targets[keep][:, :len(self.classes)], classes=self.classes,

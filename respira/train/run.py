@@ -86,9 +86,11 @@ def _train(cfg: Config, run_dir: Path, dist: Dist, *, resume: bool, command: str
     if cv is not None:
         (run_dir / "cv.json").write_text(json.dumps(cv, indent=2), encoding="utf-8")
     spec = model_spec(cfg, len(data.classes))
-    models = [narrowed(m, spec) for m in chosen_models(cfg, results)]
+    models = chosen_models(cfg, results)
     summary = data_summary(data, cfg.data)
-    data = data.without_auxiliary()
+    if data.auxiliary:
+        models = [narrowed(m, spec) for m in models]
+        data = data.without_auxiliary()
     meta = BundleMeta(
         task=cfg.task.type, classes=data.classes, positive=cfg.data.positive,
         features=cfg.features.to_dict(), model=spec,
@@ -168,8 +170,6 @@ def narrowed(model: nn.Module, spec: dict) -> nn.Module:
     keeps its first rows, so the kept classes' probabilities are a softmax over their own logits."""
     out = build(spec).to(next(model.parameters()).device)
     shapes = {k: v.shape for k, v in out.state_dict().items()}
-    if all(v.shape == shapes[k] for k, v in model.state_dict().items()):
-        return model
     out.load_state_dict({k: v if v.shape == shapes[k] else v[:shapes[k][0]] for k, v in model.state_dict().items()})
     return out.train(model.training)
 

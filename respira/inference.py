@@ -275,6 +275,7 @@ class Model:
         ensemble = Ensemble(models, meta).to(device).eval()
         self._setup(meta, name, _TorchRunner(ensemble.members, meta, device), device)
         self._ensemble: Ensemble | None = ensemble
+        self._screener: Model | None = None
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike, *, name: str | None = None) -> Model:
@@ -328,6 +329,17 @@ class Model:
     @property
     def backend(self) -> str:
         return "torch" if self._ensemble is not None else "onnx"
+
+    @property
+    def screener(self) -> Model | None:
+        """For an ensemble on the torch backend, a Model of its first member alone: the long-recording
+        detector scores every window with it and gives the whole ensemble only the windows it finds
+        worth a look. None for a single model or the onnx backend."""
+        if self._ensemble is None or len(self._ensemble.members) < 2:
+            return None
+        if self._screener is None:
+            self._screener = Model([self._ensemble.members[0]], self.meta, name=f"{self.name}[0]", device=self._device)
+        return self._screener
 
     @property
     def ensemble(self) -> Ensemble:

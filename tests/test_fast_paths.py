@@ -111,3 +111,23 @@ def test_the_detector_scores_strips_as_it_scores_single_windows(tiny):
     np.testing.assert_allclose(strips.scores.astype(np.float32), single.scores.astype(np.float32), rtol=0, atol=1e-3)
     assert [(e.start, e.end) for e in strips.events] == [(e.start, e.end) for e in single.events]
     np.testing.assert_allclose([e.score for e in strips.events], [e.score for e in single.events], rtol=0, atol=1e-6)
+
+
+def test_an_ensemble_s_first_member_screens_the_windows_the_whole_ensemble_scores():
+    meta = tiny_meta()
+    pair = Model(tiny_members(meta, n=2), meta)
+    first = Model(tiny_members(meta, n=2)[:1], meta)
+    y, _ = scene(duration=30.0, events={"cough": 3, "speech": 2}, seed=5)
+    loose = DetectConfig(threshold=0.0, candidate_floor=0.0, screen=0.0)
+    full = detect_array(y, _WindowsOnly(pair), loose).scores.astype(np.float32)  # every window, both members
+    alone = detect_array(y, first, loose).scores.astype(np.float32)
+    np.testing.assert_allclose(detect_array(y, pair, loose).scores.astype(np.float32), full, rtol=0, atol=1e-3)
+    scored = alone > 0
+    values = np.unique(alone[scored])
+    screen = float(values[len(values) // 2: len(values) // 2 + 2].mean())  # between two scores, clear of float16 rounding
+    screened = detect_array(y, pair, DetectConfig(threshold=0.0, candidate_floor=0.0, screen=screen)).scores.astype(np.float32)
+    picked = alone >= screen
+    assert 5 < picked.sum() < scored.sum() and np.abs(full - alone)[scored].max() > 0.01  # the members differ
+    np.testing.assert_allclose(screened[picked], full[picked], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(screened[~picked], alone[~picked], rtol=0, atol=1e-3)
+    assert first.screener is None and pair.screener is not None

@@ -21,7 +21,10 @@ class DetectConfig:
     max(floor + `gate_db`, `gate_min_dbfs`), *sounding* when it exceeds floor + `extend_db`.
     Gate: only windows within `gate_pad_s` of a loud frame are scored (`gate=False`: every
     window is scored). Windows: `window_s` seconds (None: the model's clip_seconds) every
-    `hop_s` seconds; `batch_size` windows per call to the scorer.
+    `hop_s` seconds; `batch_size` windows per call to the scorer. An ensemble's first member
+    screens every window; the windows where it gives the positive class at least `screen` get
+    the whole ensemble's score, the others keep its own (below `screen`, so thresholds at or
+    above `screen` see the ensemble's scores alone).
 
     Events (energy bursts, one per cough): runs of sounding frames that hold a loud frame;
     runs less than `merge_gap_s` apart are joined, then split where a new burst starts (the
@@ -47,6 +50,7 @@ class DetectConfig:
     extend_db: float = 3.0
     gate_min_dbfs: float = -70.0
     gate_pad_s: float = 0.5
+    screen: float = 0.2
     threshold: float = 0.5
     candidate_floor: float = 0.05
     merge_gap_s: float = 0.15
@@ -82,6 +86,7 @@ def _problems(c: DetectConfig) -> list[str]:
         (c.gate_db >= 0 and c.extend_db >= 0 and c.gate_pad_s >= 0 and c.merge_gap_s >= 0 and c.bout_gap_s >= 0 and c.onset_db > 0,
          "gate_db, extend_db, gate_pad_s, merge_gap_s, bout_gap_s must be >= 0 and onset_db > 0"),
         (0 <= c.candidate_floor <= 1, f"candidate_floor must be in [0, 1], got {c.candidate_floor}"),
+        (0 <= c.screen <= 1, f"screen must be in [0, 1], got {c.screen}"),
         (0 <= c.threshold <= 1, f"threshold must be in [0, 1], got {c.threshold}"),
         (c.max_event_s >= 2 * c.min_event_s, "max_event_s must be >= 2 * min_event_s"),
         (c.batch_size >= 1, f"batch_size must be >= 1, got {c.batch_size}"),

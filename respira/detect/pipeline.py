@@ -33,7 +33,9 @@ Progress = Callable[[float], None]
 class Scorer(Protocol):
     """What the detector needs from a model (respira.inference.Model is one). A scorer may also
     have `score_strip(y, *, hop, n, length, batch_size)`, used for runs of consecutive windows
-    (see `score_strip` below)."""
+    (see `score_strip` below), and a `screener`: a cheaper scorer (an ensemble's first member)
+    that scores every window, leaving the scorer itself only the windows where the screener's
+    positive-class probability reaches cfg.screen."""
 
     sample_rate: int
     clip_seconds: float
@@ -152,11 +154,30 @@ class StreamDetector:
             active = cum[np.maximum(hi, lo)] - cum[lo] > 0
         else:
             active = np.ones(len(ks), bool)
+        screener = getattr(self.scorer, "screener", None)
         for a, b in runs(active):  # consecutive windows share their features
             first = starts[a] - s.buffer_start
             y = s.buffer[first: first + (b - a - 1) * self.hop + self.win]
-            p = score_strip(self.scorer, y, hop=self.hop, n=b - a, length=self.win, batch_size=self.cfg.batch_size)
-            out[a:b] = p[:, self.positive_index]
+            p = score_strip(screener or self.scorer, y, hop=self.hop, n=b - a, length=self.win,
+                            batch_size=self.cfg.batch_size)[:, self.positive_index]
+            if screener is not None:
+                p = self._rescore(y, p)
+            out[a:b] = p
+        return out
+
+    def _rescore(self, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Screener scores p [n] of the windows y[k * hop : k * hop + win] -> the scorer's own where
+        p >= cfg.screen (zero-padded past the end of y, as score_strip)."""
+        picked = np.flatnonzero(p >= self.cfg.screen)
+        if len(picked) == 0:
+            return p
+        padded = np.pad(y, (0, max(0, int(picked[-1]) * self.hop + self.win - len(y))))
+        windows = np.lib.stride_tricks.sliding_window_view(padded, self.win)[::self.hop][picked]
+        size = self.cfg.batch_size
+        full = np.concatenate([np.asarray(self.scorer.score_windows(np.ascontiguousarray(windows[i: i + size])))
+                               for i in range(0, len(windows), size)])
+        out = p.copy()
+        out[picked] = full[:, self.positive_index]
         return out
 
     def _recent(self, first_frame: int, first_window: int) -> tuple[Levels, np.ndarray]:

@@ -54,10 +54,16 @@ def score_strip(scorer: Scorer, y: np.ndarray, *, hop: int, n: int, length: int,
     own = getattr(scorer, "score_strip", None)
     if own is not None:
         return np.asarray(own(y, hop=hop, n=n, length=length, batch_size=batch_size))
-    padded = np.pad(y, (0, max(0, (n - 1) * hop + length - len(y))))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, length)[::hop][:n]
+    return score_picked(scorer, y, np.arange(n), hop=hop, length=length, batch_size=batch_size)
+
+
+def score_picked(scorer: Scorer, y: np.ndarray, picked: np.ndarray, *, hop: int, length: int, batch_size: int) -> np.ndarray:
+    """[len(picked), n_classes] probabilities of the windows y[k * hop : k * hop + length], k in
+    `picked` (ascending, not empty), zero-padded past the end of y, by `score_windows` in batches."""
+    padded = np.pad(y, (0, max(0, int(picked[-1]) * hop + length - len(y))))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, length)[::hop][picked]
     return np.concatenate([np.asarray(scorer.score_windows(np.ascontiguousarray(windows[i: i + batch_size])))
-                           for i in range(0, n, batch_size)])
+                           for i in range(0, len(windows), batch_size)])
 
 
 def check_scorer(scorer: Scorer) -> None:
@@ -84,6 +90,7 @@ class StreamDetector:
         self.frame = frame_samples(sr=self.sr, cfg=cfg)
         self.pad = round(cfg.gate_pad_s * self.sr)
         self.positive_index = list(scorer.classes).index(scorer.positive)
+        self.screener: Scorer | None = getattr(scorer, "screener", None)
         self.state = state or StreamState()
         self.released = 0  # events returned by feed so far
         self._settled = 0  # the frames before this one hold only released bursts
@@ -154,13 +161,12 @@ class StreamDetector:
             active = cum[np.maximum(hi, lo)] - cum[lo] > 0
         else:
             active = np.ones(len(ks), bool)
-        screener = getattr(self.scorer, "screener", None)
         for a, b in runs(active):  # consecutive windows share their features
             first = starts[a] - s.buffer_start
             y = s.buffer[first: first + (b - a - 1) * self.hop + self.win]
-            p = score_strip(screener or self.scorer, y, hop=self.hop, n=b - a, length=self.win,
+            p = score_strip(self.screener or self.scorer, y, hop=self.hop, n=b - a, length=self.win,
                             batch_size=self.cfg.batch_size)[:, self.positive_index]
-            if screener is not None:
+            if self.screener is not None:
                 p = self._rescore(y, p)
             out[a:b] = p
         return out
@@ -171,11 +177,7 @@ class StreamDetector:
         picked = np.flatnonzero(p >= self.cfg.screen)
         if len(picked) == 0:
             return p
-        padded = np.pad(y, (0, max(0, int(picked[-1]) * self.hop + self.win - len(y))))
-        windows = np.lib.stride_tricks.sliding_window_view(padded, self.win)[::self.hop][picked]
-        size = self.cfg.batch_size
-        full = np.concatenate([np.asarray(self.scorer.score_windows(np.ascontiguousarray(windows[i: i + size])))
-                               for i in range(0, len(windows), size)])
+        full = score_picked(self.scorer, y, picked, hop=self.hop, length=self.win, batch_size=self.cfg.batch_size)
         out = p.copy()
         out[picked] = full[:, self.positive_index]
         return out

@@ -9,6 +9,8 @@ models by); `wider_zone` repeats those with 20-s zones, a diagnostic of unannota
 beyond the 10-s zones (callers who keep coughing), and `without_top_call` leaves out the one call
 of the highest-scoring false alarm, to show how much a single call decides the low end.
 `--split val` measures the validation calls instead: compare detector settings and models there.
+OUT/eval10/review/index.html shows the spectrograms of the 10 highest-scoring false alarms and
+of 10 missed coughs, with the annotations and detections around them.
 
     .venv/bin/python benchmarks/detect_calls.py --run runs/cough [--model cough] [--no-gate] [--split val]
 """
@@ -68,19 +70,21 @@ def main() -> None:
     detect = [respira, "detect", *files, "--model", model, "-o", str(out / "detect")]
     subprocess.run(detect + (["--no-gate"] if args.no_gate else []), check=True, stdout=subprocess.DEVNULL)
 
-    def evaluate(manifest: Path, name: str, zone: int) -> dict:
+    def evaluate(manifest: Path, name: str, zone: int, review: int = 0) -> dict:
         subprocess.run([respira, "evaluate-events", str(out / "detect" / "events.csv"), str(manifest),
-                        "-o", str(out / name), "--ignore-around", str(zone)], check=True, stdout=subprocess.DEVNULL)
+                        "-o", str(out / name), "--ignore-around", str(zone), "--review", str(review)],
+                       check=True, stdout=subprocess.DEVNULL)
         return json.loads((out / name / "metrics.json").read_text())
 
-    metrics = {zone: evaluate(manifest, f"eval{zone}", zone) for zone in (10, 20)}
+    metrics = {zone: evaluate(manifest, f"eval{zone}", zone, review=10 if zone == 10 else 0) for zone in (10, 20)}
     top_call = metrics[10]["false_alarm_files"][0]["file"] if metrics[10]["false_alarm_files"] else None
     rest = pd.read_csv(manifest)
     rest[rest["path"] != top_call].to_csv(out / "without_top_call.csv", index=False)
     without = evaluate(out / "without_top_call.csv", "eval10_without_top_call", 10)
     keys = ("sensitivity", "precision", "false_alarms_per_hour", "threshold", "sensitivity_at_1_fa_per_hour",
             "sensitivity_at_2_fa_per_hour", "hours", "annotated_events", "detections")
-    print(f"outputs in {out} (eval10: the 10-s zones of the definition)", file=sys.stderr)
+    print(f"outputs in {out} (eval10: the 10-s zones of the definition; eval10/review/index.html: "
+          "spectrograms of the top false alarms and the misses)", file=sys.stderr)
     print(json.dumps({"calls": len(files), "split": args.split, "gate": not args.no_gate, "model": model}
                      | {k: metrics[10].get(k) for k in keys} | rates(metrics[10])
                      | {"wider_zone": {"ignore_around_s": 20, "hours_outside_ignore_zones": metrics[20]["hours_outside_ignore_zones"]}

@@ -1,4 +1,4 @@
-"""PNG figures of audio and features: waveform, spectrogram, class probabilities.
+"""PNG figures of audio and features: waveform, spectrogram, class probabilities, events.
 
 Each function draws on its own matplotlib ``Figure`` with the Agg canvas (no pyplot, so no
 global figure state), returns the PNG bytes and, given ``path``, also writes them there.
@@ -67,6 +67,37 @@ def spectrogram_png(
     return _finish(*_spectrogram_figure(S, cfg=cfg, kind=kind), path, title)
 
 
+EVENT_COLORS = {"hit": "#2ca02c", "ignored": "#bbbbbb", "false_alarm": "#d62728"}
+"""Detection kind (respira.detect.evaluate) -> colour of its bar in `events_png`."""
+
+
+def events_png(
+    S: np.ndarray,
+    *,
+    cfg: FeatureConfig,
+    start_s: float,
+    annotated: list[tuple[float, float]],
+    detections: list[tuple[float, float, float, str]],
+    threshold: float,
+    path: str | Path | None = None,
+    title: str | None = None,
+) -> bytes:
+    """S [n_mels, frames] log-mel (dB) of audio that starts `start_s` seconds into its file ->
+    PNG on the file's time axis: annotated events [(start, end)] boxed in white, detections
+    [(start, end, score, kind)] as bars along the top coloured by kind (EVENT_COLORS), labelled
+    with their score; those under `threshold` are faint."""
+    fig, ax = _spectrogram_figure(S, cfg=cfg, kind="mel", t0=start_s)
+    top = S.shape[0] - 0.5
+    for a, b in annotated:
+        ax.axvspan(a, b, facecolor="none", edgecolor="white", linewidth=1.5)
+    for a, b, score, kind in detections:
+        alpha = 0.35 if score < threshold else 1.0
+        ax.hlines(top - 3, a, b, colors=EVENT_COLORS.get(kind, "white"), linewidth=5, alpha=alpha)
+        ax.text(a, top - 8, f"{score:.2f}", color="white", fontsize=7, alpha=alpha)
+    ax.set_xlim(start_s, start_s + S.shape[1] * cfg.hop_length / cfg.sample_rate)
+    return _finish(fig, ax, path, title)
+
+
 def probabilities_png(
     probs: dict[str, float], *, path: str | Path | None = None, title: str | None = None
 ) -> bytes:
@@ -117,7 +148,7 @@ _AXES: dict[str, Callable[[Axes, int, FeatureConfig], str]] = {"mel": _mel_axis,
 _CMAPS = {"mel": "magma", "mfcc": "coolwarm"}
 
 
-def _spectrogram_figure(S: np.ndarray, *, cfg: FeatureConfig, kind: str) -> tuple[Figure, Axes]:
+def _spectrogram_figure(S: np.ndarray, *, cfg: FeatureConfig, kind: str, t0: float = 0.0) -> tuple[Figure, Axes]:
     if kind not in _AXES:
         raise ConfigError(f"spectrogram_png: kind must be one of {', '.join(_AXES)}, got {kind!r}")
     S = np.asarray(S, dtype=np.float32)
@@ -128,7 +159,7 @@ def _spectrogram_figure(S: np.ndarray, *, cfg: FeatureConfig, kind: str) -> tupl
     ax = fig.add_subplot()
     image = ax.imshow(
         S, origin="lower", aspect="auto", interpolation="nearest", cmap=_CMAPS[kind],
-        extent=(0.0, frames * cfg.hop_length / cfg.sample_rate, -0.5, bins - 0.5),
+        extent=(t0, t0 + frames * cfg.hop_length / cfg.sample_rate, -0.5, bins - 0.5),
     )
     fig.colorbar(image, ax=ax, label=_AXES[kind](ax, bins, cfg), pad=0.01)
     ax.set_xlabel("time (s)")

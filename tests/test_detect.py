@@ -235,6 +235,11 @@ def test_cli_evaluate_events_uses_the_candidates_beside_events_csv(bundle, tmp_p
     assert m["annotated_events"] == 3 and m["hours"] == pytest.approx(30 / 3600, abs=1e-6)
     assert m["threshold"] == 0.5 and m["detections_file"].endswith("candidates.csv")
     assert (tmp_path / "ev" / "curve.png").is_file()
+    code, stdout, _ = _cli(capsys, "evaluate-events", str(out / "events.csv"), str(manifest), "-o", str(tmp_path / "ev"),
+                           "--review", "2")
+    sheets = sorted(p.name for p in (tmp_path / "ev" / "review").glob("*.png"))
+    assert code == 0 and "review/index.html" in stdout.replace("\\", "/")
+    assert len(sheets) == min(2, m["false_alarms"]) + min(2, m["annotated_events"] - m["found"])
 
 
 def test_cli_detect_reports_bad_input_in_one_line(tmp_path, capsys, bundle):

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from respira.data.manifest import from_records
+from respira import audio
 from respira.detect.evaluate import evaluate_events, write_event_metrics
+from respira.detect.review import write_review
 from respira.errors import DataError
 
 # Recording A: 1842 s with coughs at [100, 101] and [500, 501]. Ignore zones of 10 s: [90, 111]
@@ -75,6 +77,33 @@ def test_false_alarm_files_rank_the_files_by_their_top_false_alarm():
         {"file": B, "top_score": 0.95, "false_alarms": 1},  # the 0.5 one lies below the threshold
         {"file": A, "top_score": 0.7, "false_alarms": 1},
     ]
+
+
+def test_top_false_alarms_and_missed_events_at_the_threshold():
+    m = _evaluate()
+    assert m["top_false_alarms"] == [{"file": A, "start": 200.0, "end": 201.0, "score": 0.7}]
+    assert m["missed_events"] == [{"file": A, "start": 500.0, "end": 501.0, "best": None}]  # 501.1 misses it
+    m = _evaluate(threshold=0.95)
+    assert m["top_false_alarms"] == []
+    assert m["missed_events"] == [{"file": A, "start": 500.0, "end": 501.0, "best": None},
+                                  {"file": A, "start": 100.0, "end": 101.0, "best": 0.9}]  # lowest best first
+    assert _evaluate(tolerance_s=0.2)["missed_events"] == []
+
+
+def test_review_sheets_show_each_false_alarm_and_missed_event(tmp_path, rng):
+    path = str(tmp_path / "a.wav")
+    audio.write_wav(path, 0.01 * rng.standard_normal(60 * 16000).astype("float32"), sr=16000)
+    annotations = from_records([{"path": path, "label": "cough", "start": 5.0, "end": 6.0},
+                                {"path": path, "label": "cough", "start": 50.0, "end": 51.0}])
+    detections = pd.DataFrame([(path, 5.2, 5.6, 0.9), (path, 25.0, 25.5, 0.8), (path, 30.0, 30.4, 0.3),
+                               (path, 50.2, 50.6, 0.4)], columns=["file", "start", "end", "score"])
+    page = write_review(detections, annotations, durations={path: 60.0}, out_dir=tmp_path / "review", threshold=0.5)
+    text = page.read_text()
+    # one false alarm at the threshold (25 s; 30 s scores under it), one missed event (50 s, best 0.4)
+    assert "a.wav 25.00–25.50 s, score 0.800" in text and "a.wav 50.00–51.00 s, best 0.400" in text
+    assert "30.00" not in text and "5.00–6.00" not in text
+    assert sorted(p.name for p in page.parent.glob("*.png")) == ["false-alarm-01.png", "missed-01.png"]
+    assert (page.parent / "missed-01.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_files_without_detections_count_their_hours_and_missed_events():

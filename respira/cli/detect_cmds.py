@@ -83,11 +83,13 @@ def evaluate_events_cmd(
     tolerance: float = typer.Option(0.0, help="Seconds by which a detection may miss an annotated event and still match it."),
     label: str = typer.Option("cough", help="The manifest label of the annotated events."),
     threshold: float | None = typer.Option(None, help="Operating threshold (default: the one in params.json beside EVENTS, else every detection)."),
+    review: int = typer.Option(0, min=0, help="Draw the spectrograms of the N highest-scoring false alarms and N missed events into OUT/review/index.html."),
 ) -> None:  # fmt: skip
     """Event-level sensitivity, false alarms per hour and precision over thresholds.
 
     When candidates.csv sits beside EVENTS (as `respira detect` writes it), the curve is drawn
-    from the candidates, and the operating point is the detect run's threshold.
+    from the candidates, and the operating point is the detect run's threshold. `--review N`
+    shows whether the false alarms are errors or unannotated events, and what the misses sound like.
     """
     import pandas as pd
 
@@ -127,3 +129,9 @@ def evaluate_events_cmd(
         console.print(f"highest-scoring false alarm ({top['top_score']:.3g}) in {top['file']}, "
                       f"{top['false_alarms']} false alarm(s) there at the threshold", highlight=False, markup=False, soft_wrap=True)
     console.print(f"wrote {json_path} and {png_path}", highlight=False, markup=False, soft_wrap=True)
+    if review:
+        from respira.detect.review import write_review
+
+        page = write_review(detections, annotations, durations=durations, out_dir=out / "review", threshold=metrics["threshold"],
+                            top=review, label=label, ignore_around_s=ignore_around, tolerance_s=tolerance)
+        console.print(f"review: {page}", highlight=False, markup=False, soft_wrap=True)

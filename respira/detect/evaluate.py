@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,93 @@ from respira.errors import DataError
 
 _CURVE_POINTS = 100
 _FA_RATES = (1.0, 2.0, 5.0, 10.0, 20.0)  # the rates of sensitivity_at_fa_per_hour
+_TOP = 10  # false alarms listed in top_false_alarms
+HIT, IGNORED, FALSE_ALARM = "hit", "ignored", "false_alarm"
+"""The kinds of a matched detection (see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class Matched:
+    """Detections and annotated events of a manifest, matched to each other.
+
+    detections: file (the manifest path), start, end, score, kind (HIT, IGNORED or FALSE_ALARM);
+    detections whose file matches no manifest file are left out and named in `unmatched`.
+    events: file, start, end, best (the highest score of a detection that overlaps it; NaN: none).
+    hours_outside: hours outside the ignore zones; files: the manifest's files, in order.
+    """
+
+    detections: pd.DataFrame
+    events: pd.DataFrame
+    hours_outside: float
+    files: list[str]
+    unmatched: list[str]
+
+
+def match_detections(
+    detections: pd.DataFrame,
+    annotations: pd.DataFrame,
+    *,
+    durations: Mapping[str, float],
+    label: str = "cough",
+    ignore_around_s: float = 10.0,
+    tolerance_s: float = 0.0,
+) -> Matched:
+    """Match every detection (file, start, end, score) to the annotated events of `annotations`
+    (rows with `label`; start/end empty = the whole file) at every threshold at once: each
+    detection gets its kind, each event its best score. Arguments as for `evaluate_events`."""
+    if ignore_around_s < 0 or tolerance_s < 0:
+        raise DataError(f"ignore_around_s and tolerance_s must be >= 0, got {ignore_around_s}, {tolerance_s}")
+    for column in ("file", "start", "end", "score"):
+        if column not in detections.columns:
+            raise DataError(f"detections: missing column {column!r} (expected file, start, end, score)")
+    files = list(dict.fromkeys(str(p) for p in annotations["path"]))
+    missing = [f for f in files if f not in durations]
+    if missing:
+        raise DataError(f"no duration for {len(missing)} manifest file(s), e.g. {missing[0]}")
+    match = _matcher(files)
+    det_files = [match(str(f)) for f in detections["file"]]
+    unmatched = sorted({str(f) for f, m in zip(detections["file"], det_files) if m is None})
+    if len(detections) and len(unmatched) == len(set(map(str, detections["file"]))):
+        raise DataError(f"no detection file matches a manifest file (e.g. {unmatched[0]!r} vs {files[0]!r})")
+
+    det_parts: list[pd.DataFrame] = []
+    ev_parts: list[pd.DataFrame] = []
+    outside_s = 0.0
+    det_files_arr = np.array([m if m is not None else "" for m in det_files], dtype=object)
+    for f in files:
+        duration = float(durations[f])
+        rows = annotations[(annotations["path"].astype(str) == f) & (annotations["label"] == label)]
+        ev = np.column_stack([rows["start"].fillna(0.0).to_numpy(float), rows["end"].fillna(duration).to_numpy(float)]) \
+            if len(rows) else np.zeros((0, 2))
+        d = detections[det_files_arr == f]
+        ds, de, sc = (d[c].to_numpy(float) for c in ("start", "end", "score"))
+        overlap = (ds[:, None] < ev[None, :, 1] + tolerance_s) & (de[:, None] > ev[None, :, 0] - tolerance_s)
+        gap = np.maximum(np.maximum(ev[None, :, 0] - de[:, None], ds[:, None] - ev[None, :, 1]), 0.0)
+        near = (gap <= ignore_around_s).any(axis=1)
+        kind = np.where(overlap.any(axis=1), HIT, np.where(near, IGNORED, FALSE_ALARM))
+        det_parts.append(pd.DataFrame({"file": f, "start": ds, "end": de, "score": sc, "kind": kind}))
+        best = np.where(overlap, sc[:, None], -np.inf).max(axis=0, initial=-np.inf)
+        ev_parts.append(pd.DataFrame({"file": f, "start": ev[:, 0], "end": ev[:, 1],
+                                      "best": np.where(np.isfinite(best), best, np.nan)}))
+        outside_s += duration - _covered(ev, pad=ignore_around_s, duration=duration)
+    columns = {"detections": ["file", "start", "end", "score", "kind"], "events": ["file", "start", "end", "best"]}
+    return Matched(
+        detections=pd.concat(det_parts, ignore_index=True) if det_parts else pd.DataFrame(columns=columns["detections"]),
+        events=pd.concat(ev_parts, ignore_index=True) if ev_parts else pd.DataFrame(columns=columns["events"]),
+        hours_outside=outside_s / 3600, files=files, unmatched=unmatched)
+
+
+def false_alarms_at(m: Matched, threshold: float) -> pd.DataFrame:
+    """The false alarms of `m` that score at least `threshold`, highest first."""
+    d = m.detections
+    return d[(d["kind"] == FALSE_ALARM) & (d["score"] >= threshold)].sort_values("score", ascending=False, kind="stable")
+
+
+def missed_at(m: Matched, threshold: float) -> pd.DataFrame:
+    """The annotated events of `m` that no detection scoring at least `threshold` overlaps,
+    lowest best score first (events no detection overlaps at all first)."""
+    e = m.events
+    return e[~(e["best"] >= threshold)].sort_values("best", kind="stable", na_position="first")
 
 
 def evaluate_events(
@@ -59,58 +147,25 @@ def evaluate_events(
     ({"1": .., "2": .., "5": .., "10": .., "20": ..}, interpolated like the two before), curve (a list of
     {threshold, sensitivity, false_alarms_per_hour, precision}), false_alarm_files (the files of the
     10 highest-scoring false alarms: {file, top_score, false_alarms at the threshold}, highest first),
-    files, unmatched_detection_files, ignore_around_s, tolerance_s. A rate with a zero denominator is None.
+    top_false_alarms (the 10 highest-scoring false alarms at the threshold: {file, start, end, score}),
+    missed_events (the annotated events not found at the threshold: {file, start, end, best}, best =
+    the highest score of a detection overlapping it or None, lowest first), files,
+    unmatched_detection_files, ignore_around_s, tolerance_s. A rate with a zero denominator is None.
     """
-    if ignore_around_s < 0 or tolerance_s < 0:
-        raise DataError(f"ignore_around_s and tolerance_s must be >= 0, got {ignore_around_s}, {tolerance_s}")
-    for column in ("file", "start", "end", "score"):
-        if column not in detections.columns:
-            raise DataError(f"detections: missing column {column!r} (expected file, start, end, score)")
-    files = list(dict.fromkeys(str(p) for p in annotations["path"]))
-    missing = [f for f in files if f not in durations]
-    if missing:
-        raise DataError(f"no duration for {len(missing)} manifest file(s), e.g. {missing[0]}")
-    match = _matcher(files)
-    det_files = [match(str(f)) for f in detections["file"]]
-    unmatched = sorted({str(f) for f, m in zip(detections["file"], det_files) if m is None})
-    if len(detections) and len(unmatched) == len(set(map(str, detections["file"]))):
-        raise DataError(f"no detection file matches a manifest file (e.g. {unmatched[0]!r} vs {files[0]!r})")
-
-    event_best: list[np.ndarray] = []  # per annotated event: best score of a detection overlapping it
-    kinds: list[np.ndarray] = []  # per matched detection: 0 true detection, 1 ignored, 2 false alarm
-    scores: list[np.ndarray] = []
-    owners: list[np.ndarray] = []  # per matched detection: its manifest file
-    outside_s = 0.0
-    det_files_arr = np.array([m if m is not None else "" for m in det_files], dtype=object)
-    for f in files:
-        duration = float(durations[f])
-        rows = annotations[(annotations["path"].astype(str) == f) & (annotations["label"] == label)]
-        ev = np.column_stack([rows["start"].fillna(0.0).to_numpy(float), rows["end"].fillna(duration).to_numpy(float)]) \
-            if len(rows) else np.zeros((0, 2))
-        d = detections[det_files_arr == f]
-        ds, de, sc = (d[c].to_numpy(float) for c in ("start", "end", "score"))
-        overlap = (ds[:, None] < ev[None, :, 1] + tolerance_s) & (de[:, None] > ev[None, :, 0] - tolerance_s)
-        gap = np.maximum(np.maximum(ev[None, :, 0] - de[:, None], ds[:, None] - ev[None, :, 1]), 0.0)
-        near = (gap <= ignore_around_s).any(axis=1)
-        hit = overlap.any(axis=1)
-        kinds.append(np.where(hit, 0, np.where(near, 1, 2)))
-        scores.append(sc)
-        owners.append(np.full(len(sc), f, dtype=object))
-        event_best.append(np.where(overlap, sc[:, None], -np.inf).max(axis=0, initial=-np.inf))
-        outside_s += duration - _covered(ev, pad=ignore_around_s, duration=duration)
-
-    best = np.concatenate(event_best) if event_best else np.zeros(0)
-    kind = np.concatenate(kinds) if kinds else np.zeros(0, int)
-    score = np.concatenate(scores) if scores else np.zeros(0)
-    owner = np.concatenate(owners) if owners else np.zeros(0, dtype=object)
-    hours_outside = outside_s / 3600
+    m = match_detections(detections, annotations, durations=durations, label=label,
+                         ignore_around_s=ignore_around_s, tolerance_s=tolerance_s)
+    det = m.detections
+    best = m.events["best"].fillna(-np.inf).to_numpy(float)
+    kind, score = det["kind"].to_numpy(object), det["score"].to_numpy(float)
+    owner = det["file"].to_numpy(object)
+    hours_outside = m.hours_outside
 
     def at(ts: np.ndarray) -> dict[str, np.ndarray]:
         found = _count_at_least(best, ts)
-        true_det, false_alarms = _count_at_least(score[kind == 0], ts), _count_at_least(score[kind == 2], ts)
+        true_det, false_alarms = _count_at_least(score[kind == HIT], ts), _count_at_least(score[kind == FALSE_ALARM], ts)
         return {
             "found": found, "true_detections": true_det, "false_alarms": false_alarms,
-            "ignored_detections": _count_at_least(score[kind == 1], ts),
+            "ignored_detections": _count_at_least(score[kind == IGNORED], ts),
             "sensitivity": _ratio(found, np.full(len(ts), len(best))),
             "false_alarms_per_hour": _ratio(false_alarms, np.full(len(ts), hours_outside)),
             "precision": _ratio(true_det, true_det + false_alarms),
@@ -130,7 +185,7 @@ def evaluate_events(
         "detections": int(point["true_detections"] + point["false_alarms"] + point["ignored_detections"]),
         "true_detections": int(point["true_detections"]), "false_alarms": int(point["false_alarms"]),
         "ignored_detections": int(point["ignored_detections"]),
-        "hours": round(sum(float(durations[f]) for f in files) / 3600, 6),
+        "hours": round(sum(float(durations[f]) for f in m.files) / 3600, 6),
         "hours_outside_ignore_zones": round(hours_outside, 6),
         "sensitivity_at_1_fa_per_hour": _sensitivity_at(full, 1.0, defined=defined),
         "sensitivity_at_2_fa_per_hour": _sensitivity_at(full, 2.0, defined=defined),
@@ -139,8 +194,10 @@ def evaluate_events(
         "curve": [{"threshold": float(t), "sensitivity": _num(curve["sensitivity"][i]),
                    "false_alarms_per_hour": _num(curve["false_alarms_per_hour"][i]), "precision": _num(curve["precision"][i])}
                   for i, t in enumerate(grid)],
-        "false_alarm_files": _false_alarm_files(score[kind == 2], owner[kind == 2], operating),
-        "files": len(files), "unmatched_detection_files": unmatched,
+        "false_alarm_files": _false_alarm_files(score[kind == FALSE_ALARM], owner[kind == FALSE_ALARM], operating),
+        "top_false_alarms": _rows(false_alarms_at(m, operating).head(_TOP), "score"),
+        "missed_events": _rows(missed_at(m, operating), "best"),
+        "files": len(m.files), "unmatched_detection_files": m.unmatched,
         "ignore_around_s": ignore_around_s, "tolerance_s": tolerance_s,
     }
 
@@ -228,6 +285,12 @@ def _false_alarm_files(scores: np.ndarray, files: np.ndarray, threshold: float, 
         entry = out.setdefault(files[i], {"file": files[i], "top_score": round(float(scores[i]), 6), "false_alarms": 0})
         entry["false_alarms"] += int(scores[i] >= threshold)
     return list(out.values())
+
+
+def _rows(table: pd.DataFrame, score: str) -> list[dict]:
+    """JSON rows {file, start, end, `score`} of a detections or events table."""
+    return [{"file": r.file, "start": round(float(r.start), 3), "end": round(float(r.end), 3),
+             score: _num(getattr(r, score))} for r in table.itertuples()]
 
 
 def _count_at_least(values: np.ndarray, ts: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Log-mel and MFCC features in torch, equal to librosa within float32 rounding.
 
 ``FeatureConfig`` names every parameter. ``FeatureExtractor`` holds the window, the mel
-basis (``librosa.filters.mel``) and the DCT matrix as buffers and runs on CPU or CUDA;
+basis (``mel_filters``, equal to ``librosa.filters.mel``) and the DCT matrix as buffers and runs
+on CPU or CUDA;
 ``log_mel`` / ``mfcc`` / ``features`` use one cached extractor per (config, device).
 Signals are processed in spans of whole frames (on CPU by a small thread pool), so memory
 stays bounded and the result equals the one-shot computation.
@@ -155,6 +156,48 @@ def _validate(cfg: FeatureConfig) -> None:
             raise ConfigError(f"feature config: {message}")
 
 
+def mel_frequencies(n: int, *, fmin: float, fmax: float) -> np.ndarray:
+    """[n] Hz evenly spaced on the Slaney mel scale from fmin to fmax (``librosa.mel_frequencies``, htk=False)."""
+    return _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n))
+
+
+def mel_filters(*, sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """[n_mels, n_fft // 2 + 1] float32 triangular Slaney-normalised mel filters, equal to
+    ``librosa.filters.mel(htk=False, norm="slaney")``; computed here so inference needs no librosa."""
+    freqs = np.fft.rfftfreq(n_fft, d=1.0 / sr)
+    edges = mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)
+    widths = np.diff(edges)
+    ramps = np.subtract.outer(edges, freqs)
+    weights = np.zeros((n_mels, len(freqs)), dtype=np.float32)
+    for i in range(n_mels):
+        weights[i] = np.maximum(0, np.minimum(-ramps[i] / widths[i], ramps[i + 2] / widths[i + 1]))
+    weights *= (2.0 / (edges[2: n_mels + 2] - edges[:n_mels]))[:, None]
+    return weights
+
+
+def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """[n_out, n_in] float64 orthonormal DCT-II (``scipy.fft.dct(type=2, norm="ortho")`` of the identity, first n_out rows)."""
+    k, n = np.arange(n_out)[:, None], np.arange(n_in)[None, :]
+    d = np.sqrt(2.0 / n_in) * np.cos(np.pi * k * (2 * n + 1) / (2 * n_in))
+    d[0] /= np.sqrt(2.0)
+    return d
+
+
+_MEL_BREAK_HZ, _MEL_HZ_PER_MEL, _MEL_LOG_STEP = 1000.0, 200.0 / 3, np.log(6.4) / 27.0
+"""The Slaney mel scale: linear below 1 kHz, logarithmic above."""
+
+
+def _hz_to_mel(hz: float) -> float:
+    if hz < _MEL_BREAK_HZ:
+        return hz / _MEL_HZ_PER_MEL
+    return _MEL_BREAK_HZ / _MEL_HZ_PER_MEL + np.log(hz / _MEL_BREAK_HZ) / _MEL_LOG_STEP
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    brk = _MEL_BREAK_HZ / _MEL_HZ_PER_MEL
+    return np.where(mels >= brk, _MEL_BREAK_HZ * np.exp(_MEL_LOG_STEP * (mels - brk)), _MEL_HZ_PER_MEL * mels)
+
+
 def n_frames(n_samples: int, cfg: FeatureConfig) -> int:
     """Frames for ``n_samples`` (>= 1) samples with centred, zero-padded framing (librosa's)."""
     if n_samples < 1:
@@ -229,9 +272,6 @@ class FeatureExtractor(torch.nn.Module):
 
     def __init__(self, cfg: FeatureConfig, *, span_frames: int | None = None) -> None:
         super().__init__()
-        import librosa
-        import scipy.fft
-
         self.cfg = cfg
         self.span_frames = span_frames
         # The STFT runs in float64: torch's float32 FFT is several times less accurate than
@@ -240,13 +280,9 @@ class FeatureExtractor(torch.nn.Module):
         window = torch.hann_window(cfg.win_length, periodic=True, dtype=torch.float64)
         left = (cfg.n_fft - cfg.win_length) // 2
         self.register_buffer("window", F.pad(window, (left, cfg.n_fft - cfg.win_length - left)))
-        mel = librosa.filters.mel(
-            sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin,
-            fmax=cfg.mel_fmax, htk=False, norm="slaney", dtype=np.float32,
-        )
+        mel = mel_filters(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.mel_fmax)
         self.register_buffer("mel_basis", torch.from_numpy(mel))
-        dct = scipy.fft.dct(np.eye(cfg.n_mels), type=2, norm="ortho", axis=0)[: cfg.n_mfcc]
-        self.register_buffer("dct", torch.from_numpy(dct.astype(np.float32)))
+        self.register_buffer("dct", torch.from_numpy(dct_matrix(cfg.n_mfcc, cfg.n_mels).astype(np.float32)))
 
     def log_mel(self, y: torch.Tensor) -> torch.Tensor:
         """y [batch, samples] float32 -> log-mel [batch, n_mels, frames] in dB (ref 1.0)."""

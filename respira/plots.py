@@ -122,11 +122,11 @@ def probabilities_png(
 
 
 def _mel_axis(ax: Axes, bins: int, cfg: FeatureConfig) -> str:
-    import librosa
+    from respira.features import mel_frequencies
 
     if bins != cfg.n_mels:
         raise DataError(f"spectrogram_png: {bins} mel bins, but the config has n_mels={cfg.n_mels}")
-    centers = librosa.mel_frequencies(n_mels=bins + 2, fmin=cfg.fmin, fmax=cfg.mel_fmax, htk=False)[1:-1]
+    centers = mel_frequencies(bins + 2, fmin=cfg.fmin, fmax=cfg.mel_fmax)[1:-1]
     ticks: dict[float, str] = {}
     for hz in (f for f in _NICE_HZ if centers[0] <= f <= centers[-1]):
         position = float(np.interp(hz, centers, np.arange(bins)))

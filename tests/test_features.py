@@ -14,8 +14,11 @@ from respira.features import (
     FeatureExtractor,
     _delta,
     crop_or_pad,
+    dct_matrix,
     features,
     log_mel,
+    mel_filters,
+    mel_frequencies,
     mfcc,
     n_frames,
 )
@@ -119,6 +122,21 @@ def test_tensor_input_and_numpy_input_agree():
     y = signal("noise", 8000, 0.5, seed=7)
     torch.testing.assert_close(log_mel(torch.from_numpy(y), cfg), log_mel(y, cfg))
     torch.testing.assert_close(log_mel(y.astype(np.float64), cfg), log_mel(y, cfg))
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_mel_filters_dct_and_mel_frequencies_equal_librosa_and_scipy(name):
+    import scipy.fft
+
+    cfg = CONFIGS[name]
+    ours = mel_filters(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.mel_fmax)
+    theirs = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin,
+                                 fmax=cfg.mel_fmax, htk=False, norm="slaney", dtype=np.float32)
+    assert ours.dtype == np.float32 and np.array_equal(ours, theirs)
+    np.testing.assert_allclose(mel_frequencies(cfg.n_mels, fmin=cfg.fmin, fmax=cfg.mel_fmax),
+                               librosa.mel_frequencies(n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.mel_fmax), rtol=1e-12)
+    dct = scipy.fft.dct(np.eye(cfg.n_mels), type=2, norm="ortho", axis=0)[: cfg.n_mfcc]
+    np.testing.assert_allclose(dct_matrix(cfg.n_mfcc, cfg.n_mels), dct, rtol=0, atol=1e-12)
 
 
 def test_tone_peaks_in_the_mel_band_of_its_frequency():

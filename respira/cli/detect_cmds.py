@@ -89,7 +89,7 @@ def evaluate_events_cmd(
 
     When candidates.csv sits beside EVENTS (as `respira detect` writes it), the curve is drawn
     from the candidates, and the operating point is the detect run's threshold. `--review N`
-    shows whether the false alarms are errors or unannotated events, and what the misses sound like.
+    shows whether the false alarms are errors or unannotated events, and what the misses look like.
     """
     import pandas as pd
 

@@ -46,10 +46,10 @@ def write_review(
         for i, r in enumerate(rows.itertuples(), 1):
             value = getattr(r, score)
             shown = "none" if np.isnan(value) else f"{value:.3f}"
-            caption = f"{Path(r.file).name} {r.start:.2f}–{r.end:.2f} s, {score} {shown}"
-            png = f"{name}-{i:02d}.png"
+            where = f"{r.start:.2f}–{r.end:.2f} s, {score} {shown}"
+            caption, png = f"{Path(r.file).name} {where}", f"{name}-{i:02d}.png"
             _sheet(r.file, (r.start + r.end) / 2, m, durations=durations, threshold=threshold,
-                   path=out / png, title=f"{name} {i}: {_short(r.file)} {r.start:.2f}–{r.end:.2f} s, {score} {shown}")
+                   path=out / png, title=f"{name} {i}: {_short(r.file)} {where}")
             figures.append(f'<figure><img src="{png}" alt="{html.escape(caption)}">'
                            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         sections.append(f"<h2>{heading} ({len(figures)})</h2>\n" + ("\n".join(figures) or "<p>None.</p>"))

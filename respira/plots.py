@@ -67,10 +67,6 @@ def spectrogram_png(
     return _finish(*_spectrogram_figure(S, cfg=cfg, kind=kind), path, title)
 
 
-EVENT_COLORS = {"hit": "#2ca02c", "ignored": "#bbbbbb", "false_alarm": "#d62728"}
-"""Detection kind (respira.detect.evaluate) -> colour of its bar in `events_png`."""
-
-
 def events_png(
     S: np.ndarray,
     *,
@@ -84,15 +80,15 @@ def events_png(
 ) -> bytes:
     """S [n_mels, frames] log-mel (dB) of audio that starts `start_s` seconds into its file ->
     PNG on the file's time axis: annotated events [(start, end)] boxed in white, detections
-    [(start, end, score, kind)] as bars along the top coloured by kind (EVENT_COLORS), labelled
-    with their score; those under `threshold` are faint."""
+    [(start, end, score, colour)] as bars of that colour along the top, labelled with their
+    score; those under `threshold` are faint."""
     fig, ax = _spectrogram_figure(S, cfg=cfg, kind="mel", t0=start_s)
     top = S.shape[0] - 0.5
     for a, b in annotated:
         ax.axvspan(a, b, facecolor="none", edgecolor="white", linewidth=1.5)
-    for a, b, score, kind in detections:
+    for a, b, score, colour in detections:
         alpha = 0.35 if score < threshold else 1.0
-        ax.hlines(top - 3, a, b, colors=EVENT_COLORS.get(kind, "white"), linewidth=5, alpha=alpha)
+        ax.hlines(top - 3, a, b, colors=colour, linewidth=5, alpha=alpha)
         ax.text(a, top - 8, f"{score:.2f}", color="white", fontsize=7, alpha=alpha)
     ax.set_xlim(start_s, start_s + S.shape[1] * cfg.hop_length / cfg.sample_rate)
     return _finish(fig, ax, path, title)

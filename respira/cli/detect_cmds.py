@@ -130,8 +130,11 @@ def evaluate_events_cmd(
                       f"{top['false_alarms']} false alarm(s) there at the threshold", highlight=False, markup=False, soft_wrap=True)
     console.print(f"wrote {json_path} and {png_path}", highlight=False, markup=False, soft_wrap=True)
     if review:
+        from respira.detect.evaluate import match_detections
         from respira.detect.review import write_review
 
-        page = write_review(detections, annotations, durations=durations, out_dir=out / "review", threshold=metrics["threshold"],
-                            top=review, label=label, ignore_around_s=ignore_around, tolerance_s=tolerance)
+        matched = match_detections(detections, annotations, durations=durations, label=label,
+                                   ignore_around_s=ignore_around, tolerance_s=tolerance)
+        page = write_review(matched, durations=durations, out_dir=out / "review", threshold=metrics["threshold"],
+                            ignore_around_s=ignore_around, top=review)
         console.print(f"review: {page}", highlight=False, markup=False, soft_wrap=True)

@@ -13,29 +13,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from respira.detect.evaluate import Matched, false_alarms_at, match_detections, missed_at
+from respira.detect.evaluate import FALSE_ALARM, HIT, IGNORED, Matched, false_alarms_at, missed_at
 
 SPAN_S = 12.0
 """Seconds of audio on each sheet, centred on its false alarm or missed event."""
 
+KIND_COLORS = {HIT: "#2ca02c", IGNORED: "#bbbbbb", FALSE_ALARM: "#d62728"}
+"""Detection kind -> the colour of its bar on a sheet."""
+
 
 def write_review(
-    detections: pd.DataFrame,
-    annotations: pd.DataFrame,
+    m: Matched,
     *,
     durations: Mapping[str, float],
     out_dir: str | os.PathLike,
     threshold: float,
+    ignore_around_s: float,
     top: int = 10,
-    label: str = "cough",
-    ignore_around_s: float = 10.0,
-    tolerance_s: float = 0.0,
 ) -> Path:
-    """OUT_DIR/index.html and a PNG per sheet: the `top` highest-scoring false alarms at
-    `threshold` and the `top` annotated events it misses (lowest best score first). Arguments
-    as for `respira.detect.evaluate.evaluate_events`; returns the page's path."""
-    m = match_detections(detections, annotations, durations=durations, label=label,
-                         ignore_around_s=ignore_around_s, tolerance_s=tolerance_s)
+    """OUT_DIR/index.html and a PNG per sheet: the `top` highest-scoring false alarms of `m`
+    (`respira.detect.evaluate.match_detections`, with zones of `ignore_around_s`) at `threshold`
+    and the `top` annotated events it misses (lowest best score first). durations: seconds per
+    manifest file. Returns the page's path."""
     alarms, missed = false_alarms_at(m, threshold).head(top), missed_at(m, threshold).head(top)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +68,8 @@ def _sheet(file: str, centre: float, m: Matched, *, durations: Mapping[str, floa
     end = start + SPAN_S
     y = load(file, sr=cfg.sample_rate, start=start, end=end)
     annotated = [(r.start, r.end) for r in _within(m.events, file, start, end).itertuples()]
-    detections = [(r.start, r.end, r.score, r.kind) for r in _within(m.detections, file, start, end).itertuples()]
+    detections = [(r.start, r.end, r.score, KIND_COLORS[r.kind])
+                  for r in _within(m.detections, file, start, end).itertuples()]
     events_png(log_mel(y, cfg).numpy(), cfg=cfg, start_s=start, annotated=annotated, detections=detections,
                threshold=threshold, path=path, title=title)
 

@@ -156,6 +156,27 @@ POOLING: dict[str, Callable[[np.ndarray, str, int], np.ndarray]] = {"mean": _poo
 """meta.pooling -> (window outputs [windows, outputs], task, positive index) -> clip output [outputs]."""
 
 
+def pooled_outputs(waves: Sequence[np.ndarray], *, score: Callable[[np.ndarray], np.ndarray], length: int,
+                   pooling: str, task: str, positive_index: int, batch_size: int = 32) -> np.ndarray:
+    """Clips -> [clips, outputs] (no clips: [0, 0]): each clip cut by `clip_windows`, its windows scored
+    `batch_size` at a time across clips by score (windows [n, length] -> outputs [n, outputs]) and
+    pooled by POOLING[pooling].
+
+    The one windowing + pooling path: `Model.predict_proba` and validation during training use it.
+    """
+    if batch_size < 1:
+        raise ModelError(f"batch_size must be >= 1, got {batch_size}")
+    views = [clip_windows(np.asarray(w, dtype=np.float32), length=length) for w in waves]
+    windows = (w for v in views for w in v)
+    outputs = [score(np.stack(batch)) for batch in _batched(windows, batch_size)]
+    if not outputs:
+        return np.zeros((0, 0), np.float32)
+    flat = np.concatenate(outputs)
+    bounds = np.cumsum([0] + [len(v) for v in views])
+    pool = POOLING[pooling]
+    return np.array([pool(flat[a:b], task, positive_index) for a, b in zip(bounds[:-1], bounds[1:])], dtype=np.float32)
+
+
 # --- backends: windows -> outputs ----------------------------------------------------------
 
 
@@ -400,16 +421,9 @@ class Model:
 
     def predict_proba(self, waves: Sequence[np.ndarray], *, batch_size: int = 32) -> np.ndarray:
         """Mono waveforms at sample_rate -> [n, n_classes] probabilities (regression: [n] values), one row per clip."""
-        if batch_size < 1:
-            raise ModelError(f"batch_size must be >= 1, got {batch_size}")
-        views = [clip_windows(np.asarray(w, dtype=np.float32), length=self.clip_samples) for w in waves]
-        windows = (w for v in views for w in v)
-        outputs = [self._outputs(np.stack(batch)) for batch in _batched(windows, batch_size)]
-        flat = np.concatenate(outputs) if outputs else None
-        bounds = np.cumsum([0] + [len(v) for v in views])
-        pool = POOLING[self.meta.pooling]
-        pooled = [pool(flat[a:b], self.task, self._positive_index) for a, b in zip(bounds[:-1], bounds[1:])]
-        pooled = np.array(pooled, dtype=np.float32).reshape(len(views), len(self.classes))
+        pooled = pooled_outputs(waves, score=self._outputs, length=self.clip_samples, pooling=self.meta.pooling,
+                                task=self.task, positive_index=self._positive_index, batch_size=batch_size)
+        pooled = pooled.reshape(-1, len(self.classes))  # no clips: [0, n_classes]
         return pooled[:, 0] if self.task == "regression" else pooled
 
     def predict(self, x: Any, *, sr: int | None = None, batch_size: int = 32, progress: bool = False) -> list[dict]:

@@ -77,8 +77,8 @@ class TrainingData:
 class ClipSet(torch.utils.data.Dataset):
     """(waveform float32 [samples] at the feature sample rate, target float32 [outputs]) per row of `indices`.
 
-    Clips keep their full length here; the preprocessing pipeline crops or pads them
-    (a random crop or placement when training, centred otherwise).
+    Clips keep their full length here; the training pipeline crops or pads them. Validation
+    scores the clips of `TrainingData.waves` whole, window by window (`loop.score_clips`).
     """
 
     def __init__(self, data: TrainingData, indices: Sequence[int]) -> None:

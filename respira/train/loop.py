@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from torch import nn
 from respira.config import Config
 from respira.errors import ConfigError, ModelError
 from respira.features import features
+from respira.inference import feature_inputs, pooled_outputs
 from respira.signals import stop_on_signals
 from respira.train.augment import Pipeline, build_pipeline, class_weights, sample_weights
 from respira.train.dataset import ClipSet, TrainingData
@@ -83,6 +84,26 @@ def build(spec: dict) -> nn.Module:
     return build_model(spec["name"], **spec["params"])
 
 
+def score_clips(model: nn.Module, waves: Sequence[np.ndarray], *, cfg: Config, n_classes: int,
+                batch_size: int = 32) -> np.ndarray:
+    """What the bundle of `model` (eval mode) gives each clip, as `Model.predict_proba`: waveforms at
+    the feature sample rate -> [clips, n_classes] probabilities of its first n_classes outputs
+    ([clips, 1] values for regression), each clip's windows scored in float32 and pooled by
+    `pooled_outputs`, on the model's device."""
+    task = TASKS[cfg.task.type]
+    device = next(model.parameters()).device
+
+    def score(windows: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            maps = feature_inputs(torch.from_numpy(windows).to(device), cfg.features)
+            return task.outputs(model(*maps).float()[:, :n_classes]).cpu().numpy()
+
+    # positive_index: the last class is a binary task's positive one (classes (negative, positive)), as in the bundle
+    return pooled_outputs(waves, score=score, length=int(round(cfg.data.clip_seconds * cfg.features.sample_rate)),
+                          pooling=cfg.data.pooling, task=cfg.task.type, positive_index=n_classes - 1,
+                          batch_size=batch_size)
+
+
 def early_stop_metric(cfg: Config) -> str:
     """The metric early stopping watches ("auto" -> the task's default)."""
     metric = cfg.train.early_stop_metric
@@ -113,7 +134,7 @@ class _Trainer:
         eventless = data.classes.index(cfg.data.negative) if cfg.data.positive else None
         self.pipeline: Pipeline = build_pipeline(cfg.augment, cfg.features, clip_seconds=cfg.data.clip_seconds,
                                                  device=dist.device, eventless=eventless)
-        self.train_set, self.val_set = ClipSet(data, member.train), ClipSet(data, member.val)
+        self.train_set = ClipSet(data, member.train)
         self.batch = max(1, cfg.train.batch_size // dist.world)
         self.weights = sample_weights(data.targets[member.train]) if cfg.augment.balance == "sampler" else None
         self.steps_per_epoch = len(self._batches(0))
@@ -224,23 +245,16 @@ class _Trainer:
         self._save()
 
     def _validate(self) -> dict[str, float]:
-        """Loss and task metrics on the validation rows, without augmentation (every rank computes
-        them, with rank 0's BatchNorm statistics, so all ranks take the same early-stopping decision)."""
+        """Loss and task metrics of the validation clips, each scored whole as the bundle will score
+        it (`score_clips`; the loss of the pooled outputs). Every rank computes them, with rank 0's
+        BatchNorm statistics, so all ranks take the same early-stopping decision."""
         sync_buffers(self.model, self.dist)
-        outputs, total = [], 0.0
         self.model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(self.val_set), self.batch):
-                clips, targets = zip(*(self.val_set[i] for i in range(start, min(start + self.batch, len(self.val_set)))))
-                y = torch.from_numpy(np.stack(targets)).to(self.dist.device)
-                x, y = self.pipeline(clips, y, train=False)
-                with self._autocast():
-                    logits = self.model(*x).float()[:, :self.scored]
-                total += float(self.val_loss(logits, y[:, :self.scored])) * len(y)
-                outputs.append(self.task.outputs(logits).cpu().numpy())
+        waves = [self.data.waves[i] for i in self.member.val]
+        p = score_clips(self.model, waves, cfg=self.cfg, n_classes=self.scored, batch_size=self.batch)
         truth = self.data.targets[self.member.val, :self.scored]
-        metrics = self.task.metrics(np.concatenate(outputs), truth)
-        return {"loss": total / len(truth), **metrics}
+        loss = self.val_loss(self.task.logits(torch.from_numpy(p)), torch.from_numpy(truth))
+        return {"loss": float(loss), **self.task.metrics(p, truth)}
 
     # --- helpers ----------------------------------------------------------------------------------
 

@@ -23,10 +23,15 @@ LOWER_IS_BETTER = frozenset({"loss", "mae", "rmse"})
 
 @dataclass(frozen=True)
 class Task:
-    """The task-specific functions; `metric` is the default early-stopping metric."""
+    """The task-specific functions; `metric` is the default early-stopping metric.
+
+    outputs: logits -> probabilities (values). logits: the inverse, pooled outputs -> what the
+    loss takes in place of logits, so that the validation loss is the loss of the pooled outputs.
+    """
 
     targets: Callable[[pd.Series, Sequence[str]], np.ndarray]
     outputs: Callable[[torch.Tensor], torch.Tensor]
+    logits: Callable[[torch.Tensor], torch.Tensor]
     metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]]
     metric: str
 
@@ -87,6 +92,23 @@ def _regression_targets(values: pd.Series, classes: Sequence[str]) -> np.ndarray
     return numbers.to_numpy(np.float32)[:, None]
 
 
+# --- pooled outputs -> logits --------------------------------------------------------------------
+
+_EPS = 1e-12
+"""Probabilities are clamped to [_EPS, 1 - _EPS] before log / logit: a saturated clip costs a finite loss."""
+
+
+def _log_probabilities(p: torch.Tensor) -> torch.Tensor:
+    """Probabilities [rows, classes] (each row summing to 1) -> log p: softmax gives p back, so
+    cross-entropy of it is the negative log-likelihood of p."""
+    return torch.log(p.double().clamp_min(_EPS)).float()
+
+
+def _logit(p: torch.Tensor) -> torch.Tensor:
+    """Per-class probabilities -> their logits (the inverse of sigmoid)."""
+    return torch.logit(p.double(), eps=_EPS).float()
+
+
 # --- validation metrics ----------------------------------------------------------------------
 
 
@@ -121,8 +143,9 @@ def _regression_metrics(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 
 TASKS: dict[str, Task] = {
-    "classification": Task(_class_targets, lambda z: torch.softmax(z, dim=-1), _classification_metrics, "balanced_accuracy"),
-    "multilabel": Task(_multilabel_targets, torch.sigmoid, _multilabel_metrics, "macro_f1"),
-    "regression": Task(_regression_targets, lambda z: z, _regression_metrics, "mae"),
+    "classification": Task(_class_targets, lambda z: torch.softmax(z, dim=-1), _log_probabilities,
+                           _classification_metrics, "balanced_accuracy"),
+    "multilabel": Task(_multilabel_targets, torch.sigmoid, _logit, _multilabel_metrics, "macro_f1"),
+    "regression": Task(_regression_targets, lambda z: z, lambda v: v, _regression_metrics, "mae"),
 }
 """task type -> its Task."""

@@ -36,13 +36,22 @@ def import_cmd(
     option: list[str] = typer.Option(
         [], "--option", "-O", help="Importer option KEY=VALUE, e.g. -O sounds=cough (coswara)."
     ),
+    sides: Path | None = typer.Option(
+        None, metavar="DIR", help="Format covid19-cough-uncut: write each call's caller / operator side as mono "
+        "FLAC under DIR/caller, DIR/operator; rows: the caller's cough, the operator's side as speech.",
+    ),
 ) -> None:
     """Import a public data set (or your own folder / CSV) into a manifest; prints a short summary."""
     from respira.data import import_dataset, split_by_subject, write_manifest
+    from respira.errors import DataError
 
     opts = _parse_options(option)
     if subject_regex is not None:
         opts["subject_regex"] = subject_regex
+    if sides is not None:
+        if fmt != "covid19-cough-uncut":
+            raise DataError(f"--sides splits the two-channel calls of covid19-cough-uncut; format {fmt} has none")
+        opts["sides"] = sides
     with _warnings_to_stderr():
         df = import_dataset(fmt, src, **opts)
         if split:

@@ -1,7 +1,8 @@
 """Importers: each public data set's layout -> a manifest, through one registry.
 
 `import_dataset("nonverbal", src)`; `IMPORTERS` lists the formats. Importers read metadata
-and list files only (they never decode audio) and report skipped rows as `DataWarning`.
+and list files (they decode audio only where an option asks, e.g. `sides` of covid19-cough-uncut)
+and report skipped rows as `DataWarning`.
 """
 
 from respira.data.importers.registry import IMPORTERS, import_dataset, register

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pandas as pd
 from respira.data.importers.registry import audio_index, expect_file, find_file, keep_existing, register, warn
 from respira.data.labels import map_label
 from respira.data.manifest import from_records
-from respira.errors import DataError
+from respira.errors import AudioError, DataError
 
 COUGHVID_LABELS = {"covid_19": "covid19", "": "unknown"}
 COSWARA_LABELS = {
@@ -33,6 +34,9 @@ VIRUFY_LABELS = {
 _COUGHVID_KEEP = ("cough_detected", "age", "sex", "respiratory_condition", "fever_muscle_pain", "status_SSL")
 _EXPERT_COLUMN = re.compile(r"_\d$")  # quality_1 ... severity_4: one set per expert
 _SEGMENT = re.compile(r"^(.*)-(\d+)$")
+CALL_SIDES = ("caller", "operator")  # covid19-cough-uncut: the folders a call's two channels go to
+_FRAME_S = 0.01  # caller_channel: frame length, s
+_POWER_FLOOR = 1e-10  # caller_channel: -100 dB, so digital silence has a finite level
 _VIRUFY_FILE_COLUMNS = ("cough_filename", "filename", "file", "path")
 _VIRUFY_LABEL_COLUMNS = ("corona_test", "pcr_test_result", "covid19", "covid_status", "label")
 
@@ -77,7 +81,12 @@ def import_covid19_cough(src: Path) -> pd.DataFrame:
 
 @register("covid19-cough-uncut")
 def import_covid19_cough_uncut(
-    src: Path, *, background: int = 0, background_s: float = 4.0, ignore_around: float = 10.0
+    src: Path,
+    *,
+    background: int = 0,
+    background_s: float = 4.0,
+    ignore_around: float = 10.0,
+    sides: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """covid19-cough whole calls: as covid19-cough plus "start_at" / "end_at" (s) of the one annotated
     cough per call -> one event row per valid annotation (label cough, column covid19); an
@@ -87,20 +96,28 @@ def import_covid19_cough_uncut(
     noise, silence: hard negatives for a cough detector), each `background_s` long, spread evenly
     over the parts of the call more than `ignore_around` s from the annotated cough (unannotated
     coughs cluster around it). Reads each call's header for its duration.
+
+    `sides` (a folder) splits each call into its two sides, mono 16-bit FLAC at the call's rate:
+    `sides/caller/{uuid}.flac` (the channel chosen by `caller_channel`) and `sides/operator/{uuid}.flac`.
+    Rows then point at them, with a column side: the cough on the caller's side, and the whole
+    operator's side as label speech (phone speech without coughs: every detection there is a false
+    alarm); background rows come from the caller's side. Side files that exist, are newer than the
+    call and agree in length are reused; a mono call gives the caller's side only, a broken one is
+    skipped, each with a warning.
     """
     entries = _covid19_metadata(src, "covid19-cough-uncut")
     if not any("start_at" in e for e in entries):
         raise DataError(
             f"covid19-cough-uncut: {src / 'metadata.json'} has no start_at/end_at; use format covid19-cough"
         )
-    records = []
+    events = []
     for e in entries:
         start, end = _seconds(e.get("start_at")), _seconds(e.get("end_at"))
         if start is None or end is None or not 0 <= start < end:
             times = f"start_at={e.get('start_at')} end_at={e.get('end_at')}"
             warn(f"covid19-cough-uncut: {e['filename']}: invalid annotation {times}; skipped")
             continue
-        records.append({
+        events.append({
             "path": str(src / "raw" / e["filename"]),
             "label": "cough",
             "start": start,
@@ -110,15 +127,147 @@ def import_covid19_cough_uncut(
             "covid19": e.get("covid19"),
             **_covid19_columns(e),
         })  # fmt: skip
-        if background > 0:
-            records += _background_rows(records[-1], count=background, length=background_s, margin=ignore_around)
+    if sides is not None:
+        events = _call_sides(keep_existing(events, "covid19-cough-uncut"), Path(sides).expanduser())
+    records = []
+    for event in events:
+        records.append(event)
+        if background > 0 and event["label"] == "cough":
+            records += _background_rows(event, count=background, length=background_s, margin=ignore_around)
     return from_records(keep_existing(records, "covid19-cough-uncut"))
+
+
+def caller_channel(y: np.ndarray, *, sr: int, start_s: float, end_s: float) -> int:
+    """Index of the caller's channel of a phone call `y` [channels, samples] at `sr` Hz whose annotated
+    cough spans `start_s`..`end_s` s: the channel whose loudest 10-ms frame inside the annotation
+    stands highest (dB) above that channel's own loud level, the 90th percentile of its frame
+    energies over the whole call.
+
+    Raw energy would pick the operator whenever their line is louder; the mean inside the
+    annotation is dragged down by the pauses of long annotations. DataError when the annotation
+    holds no whole frame of the audio.
+    """
+    frame = max(1, round(_FRAME_S * sr))
+    frames = y.shape[1] // frame
+    first, stop = int(start_s * sr) // frame, min(int(np.ceil(end_s * sr / frame)), frames)
+    if first >= stop:
+        raise DataError(f"annotation {start_s}..{end_s} s lies outside the audio (0..{y.shape[1] / sr:.2f} s)")
+    power = np.square(y[:, : frames * frame], dtype=np.float64).reshape(len(y), frames, frame).mean(axis=2)
+    level = 10 * np.log10(power + _POWER_FLOOR)
+    rise = level[:, first:stop].max(axis=1) - np.percentile(level, 90, axis=1)
+    return int(np.argmax(rise))
+
+
+def _call_sides(events: list[dict], folder: Path) -> list[dict]:
+    """Each call of `events` split into its sides under `folder` -> the caller's event row, then an
+    operator row (label speech, whole file); calls that cannot be split are skipped with a warning."""
+    try:
+        for side in CALL_SIDES:
+            (folder / side).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"covid19-cough-uncut: cannot make the sides folder {folder}: {e}") from None
+    rows = []
+    for event in _progress(events, what="splitting calls"):
+        paths = {side: folder / side / f"{event['subject']}.flac" for side in CALL_SIDES}
+        if not _reusable(list(paths.values()), source=Path(event["path"])):
+            try:
+                audio, sr = _sides(event)
+            except AudioError as e:
+                warn(f"covid19-cough-uncut: {e}; skipped")
+                continue
+            except DataError as e:
+                warn(f"covid19-cough-uncut: {event['path']}: {e}; skipped")
+                continue
+            for side, y in audio.items():
+                _write_flac(paths[side], y, sr=sr)
+            paths = {side: paths[side] for side in audio}
+        rows.append(event | {"path": str(paths["caller"]), "side": "caller"})
+        if "operator" in paths:
+            rows.append(event | {
+                "path": str(paths["operator"]), "label": "speech", "start": None, "end": None,
+                "source_label": "speech", "sound": "speech", "side": "operator",
+            })  # fmt: skip
+    if not rows:
+        raise DataError(f"covid19-cough-uncut: none of the {len(events)} calls could be split into sides")
+    return rows
+
+
+def _sides(event: dict) -> tuple[dict[str, np.ndarray], int]:
+    """The sides of the call of `event`: ({"caller": y, "operator": y}, rate in Hz), each float32 [samples];
+    a mono call gives the caller's side only, with a warning."""
+    y, sr = _load_channels(event["path"])
+    if len(y) == 1:
+        warn(f"covid19-cough-uncut: {event['path']}: mono, so the one channel is taken as the caller; no operator row")
+        return {"caller": y[0]}, sr
+    if len(y) != 2:
+        raise DataError(f"{len(y)} channels, expected 2 (caller and operator)")
+    caller = caller_channel(y, sr=sr, start_s=event["start"], end_s=event["end"])
+    return {"caller": y[caller], "operator": y[1 - caller]}, sr
+
+
+def _load_channels(path: str) -> tuple[np.ndarray, int]:
+    """Every channel of `path`: float32 [channels, samples] in [-1, 1] and the rate in Hz.
+
+    respira.audio decodes to mono only: its header check names broken files (AudioError), then
+    soundfile decodes the channels; a decode shorter than the header declares is an AudioError too.
+    """
+    import soundfile as sf
+
+    from respira.audio import info
+
+    header = info(path, check=False)
+    try:
+        y, sr = sf.read(path, dtype="float32", always_2d=True)
+    except sf.SoundFileError as e:
+        raise AudioError(f"{path}: cannot decode its channels ({e})") from None
+    if header.frames - len(y) > max(0.1 * sr, 0.01 * header.frames):
+        raise AudioError(
+            f"{path}: truncated or corrupt: the header declares {header.frames / sr:.2f} s "
+            f"but only {len(y) / sr:.2f} s decode"
+        )
+    return np.clip(y.T, -1.0, 1.0), sr
+
+
+def _reusable(paths: list[Path], *, source: Path) -> bool:
+    """Whether the side files `paths` of the call `source` exist, are newer than it and agree in length
+    (they are written under a temporary name and renamed, so a file there is never partial)."""
+    import soundfile as sf
+
+    try:
+        changed = source.stat().st_mtime
+        if any(p.stat().st_mtime < changed for p in paths):
+            return False
+        lengths = {sf.info(str(p)).frames for p in paths}
+    except (OSError, sf.SoundFileError):
+        return False
+    return len(lengths) == 1 and 0 not in lengths
+
+
+def _write_flac(path: Path, y: np.ndarray, *, sr: int) -> None:
+    """Write mono `y` [samples] as 16-bit FLAC at `sr` Hz: to a temporary name, then renamed into place."""
+    import soundfile as sf
+
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.flac")
+    try:
+        sf.write(str(tmp), y, sr, format="FLAC", subtype="PCM_16")
+        os.replace(tmp, path)
+    except (OSError, sf.SoundFileError) as e:
+        raise DataError(f"covid19-cough-uncut: cannot write {path}: {e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _progress(items: list[dict], *, what: str) -> Iterable[dict]:
+    """`items`, with a transient progress bar on stderr (shown on a terminal only)."""
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(items, description=what, console=Console(stderr=True), transient=True)
 
 
 def _background_rows(event: dict, *, count: int, length: float, margin: float) -> list[dict]:
     """Up to `count` rows of `length` s from the call of `event`, all > `margin` s from the event."""
     from respira.audio import info
-    from respira.errors import AudioError
 
     try:
         duration = info(event["path"], check=False).duration_s

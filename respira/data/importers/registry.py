@@ -32,7 +32,8 @@ def register(name: str) -> Callable[[Importer], Importer]:
 
 
 def import_dataset(fmt: str, src: str | os.PathLike, **opts: object) -> pd.DataFrame:
-    """A manifest for the data set at `src` in layout `fmt`; reads metadata and lists files, never decodes audio.
+    """A manifest for the data set at `src` in layout `fmt`; reads metadata and lists files, never decodes audio
+    (except where an option asks it to, e.g. `sides` of covid19-cough-uncut).
 
     Importer warnings (skipped rows, missing files) are issued as `DataWarning`. Option values
     given as strings (from the command line) are converted to the option's type (bool, int).

@@ -121,6 +121,7 @@ def test_binary_groups_calibration_and_params(binary):
     assert [m["confidence"] for m in mistakes] == sorted((m["confidence"] for m in mistakes), reverse=True)
     assert metrics["params"]["n_boot"] == N_BOOT and metrics["params"]["positive"] == "covid19"
     assert metrics["data"] == {"n": N, "subjects": N // 2, "splits": {"test": N}, "labels": metrics["data"]["labels"]}
+    assert (metrics["ci_method"], metrics["subjects"]) == ("subject_bootstrap", N // 2)  # two clips per subject
 
 
 def test_report_warns_about_a_flagged_confound(binary):

@@ -29,7 +29,8 @@ def evaluate_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for metrics.json, report.md, predictions.csv, figures."),
     split: str = typer.Option(AUTO_SPLIT, help="Rows to score: auto (the test rows when the manifest has "
                               "any, else all), all, or a split name (test, val, train)."),
-    n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Bootstrap resamples for the 95% intervals."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Bootstrap resamples for the 95% intervals: of the "
+                               "manifest's subjects with all their rows when it names any, else of rows."),
     batch_size: int = typer.Option(32, min=1, help="Windows scored at once."),
 ) -> None:
     """Evaluate a model on a manifest. A binary model scores its positive class against every other

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from respira.evaluate.bootstrap import SUBJECT_BOOTSTRAP
 from respira.evaluate.confound import MIN_AUC, MIN_EXCESS, MIN_Z
 from respira.evaluate.metrics import MIN_N_CI
 
@@ -33,13 +34,14 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("spearman", "Spearman ρ"),
 )
 _NAMES = dict(HEADLINE)
+_STRATUM = {"classification": "class", "multilabel": "label combination"}  # regression: unstratified
 
 
 def render_report(metrics: dict, *, figures: list[tuple[str, str]]) -> str:
     """The Markdown report of `evaluate_predictions`' metrics; `figures` are (caption, file) beside it."""
     params, data = metrics["params"], metrics["data"]
     lines = [f"# Evaluation report: {params['model'] or 'model'}", ""]
-    lines += _summary(params, data)
+    lines += _summary(metrics)
     confound = metrics.get("confound")
     if confound and confound["warning"]:
         flagged = ", ".join(f"`{c}`" for c in confound["flagged"]) or "the metadata columns together"
@@ -56,13 +58,14 @@ def render_report(metrics: dict, *, figures: list[tuple[str, str]]) -> str:
     )
     lines += _per_class(metrics, params)
     lines += ["## Figures", ""] + [f"![{caption}]({file})\n" for caption, file in figures]
-    lines += _groups(metrics["groups"])
+    lines += _groups(metrics["groups"], by_subject=metrics["ci_method"] == SUBJECT_BOOTSTRAP)
     lines += _confidence(metrics)
     lines += _confound(confound)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _summary(params: dict, data: dict) -> list[str]:
+def _summary(metrics: dict) -> list[str]:
+    params, data = metrics["params"], metrics["data"]
     lines = [
         f"- Model: `{params['model'] or 'unnamed'}`",
         f"- Task: {params['task']}"
@@ -75,13 +78,28 @@ def _summary(params: dict, data: dict) -> list[str]:
         lines.append("- Splits: " + ", ".join(f"{k} {v}" for k, v in data["splits"].items()))
     if data.get("labels"):
         lines.append("- Labels: " + ", ".join(f"{k} {v}" for k, v in data["labels"].items()))
-    boot = f"{params['n_boot']} class-stratified bootstrap resamples (95% percentile intervals), seed {params['seed']}"
     lines += [
-        f"- Intervals: {boot if params['n_boot'] else 'none (n_boot = 0)'}",
+        f"- Intervals: {_intervals(metrics) if params['n_boot'] else 'none (n_boot = 0)'}",
         f"- respira {params['respira_version']}",
         "",
     ]
     return lines
+
+
+def _intervals(metrics: dict) -> str:
+    """How the intervals were drawn: subjects (with all their rows) or rows, stratified by what, how many."""
+    params = metrics["params"]
+    stratum = _STRATUM.get(params["task"])
+    if metrics["ci_method"] == SUBJECT_BOOTSTRAP:
+        units = f"the {metrics['subjects']} subjects with all their rows"
+        strata = f", stratified by {stratum} where a subject's rows share one" if stratum else ""
+    else:
+        units = f"the {metrics['subjects']} rows (the manifest names no subjects)"
+        strata = f", stratified by {stratum}" if stratum else ""
+    return (
+        f"{params['n_boot']} bootstrap resamples of {units}{strata}; "
+        f"95% percentile intervals, seed {params['seed']}"
+    )
 
 
 def _per_class(metrics: dict, params: dict) -> list[str]:
@@ -104,18 +122,21 @@ def _per_class(metrics: dict, params: dict) -> list[str]:
     return []
 
 
-def _groups(groups: dict) -> list[str]:
+def _groups(groups: dict, *, by_subject: bool) -> list[str]:
+    """One table per metadata column; a subjects column when the intervals resample subjects."""
     if not groups:
         return []
     lines = ["## Subgroups", "", f"Intervals only for groups of at least {MIN_N_CI} rows.", ""]
+    counts = ["n", "subjects"] if by_subject else ["n"]
     for column, values in groups.items():
         present = {k for m in values.values() for k in m}
         keys = [k for k, _ in HEADLINE if k in present]
         rows = [
-            [f"`{v}`", str(m["n"])] + [f"{_num(m.get(k))} {_ci(m.get(f'{k}_ci'))}".strip() for k in keys]
+            [f"`{v}`"] + [str(m[c]) for c in counts]
+            + [f"{_num(m.get(k))} {_ci(m.get(f'{k}_ci'))}".strip() for k in keys]
             for v, m in values.items()
         ]
-        lines += [f"### {column}", ""] + _table(["value", "n"] + [_NAMES.get(k, k) for k in keys], rows)
+        lines += [f"### {column}", ""] + _table(["value", *counts] + [_NAMES.get(k, k) for k in keys], rows)
     return lines
 
 

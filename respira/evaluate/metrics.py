@@ -1,7 +1,10 @@
 """Metrics of predictions against targets, each with a 95% stratified bootstrap interval; JSON-ready.
 
 Every statistic is computed from sample weights (see `bootstrap`), so the point value (all
-weights 1) equals scikit-learn's and the 1000 resamples cost a few matrix products.
+weights 1) equals scikit-learn's and the 1000 resamples cost a few matrix products. Given the
+`subjects` of the rows, intervals resample subjects with all their rows, else rows. Macro
+averages (balanced accuracy, macro F1, one-vs-rest ROC-AUC) of a resample run over the classes
+it holds, as scikit-learn's would on that resample.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def classification_metrics(
     threshold: float = 0.5,
     n_boot: int = 1000,
     seed: int = 0,
+    subjects: np.ndarray | None = None,
 ) -> dict:
     """Metrics of class probabilities `proba` [n, k] against class indices `y_true` [n].
 
@@ -45,8 +49,9 @@ def classification_metrics(
     class; else macro one-vs-rest over the classes present), ece (top-label, 15 bins), brier,
     log_loss; binary adds sensitivity, specificity, precision, f1, sensitivity_at_95_specificity,
     specificity_at_95_sensitivity; each with `<key>_ci` [lo, hi] over `n_boot` class-stratified
-    resamples. Also threshold (binary), n, classes, per_class {class: {precision, recall, f1,
-    support}} and confusion_matrix [true][predicted] counts.
+    resamples of the rows, or of `subjects` [n] (see `bootstrap`). Also ci_method, subjects,
+    threshold (binary), n, classes, per_class {class: {precision, recall, f1, support}} and
+    confusion_matrix [true][predicted] counts.
     """
     y, p = _check_probabilities(y_true, proba, classes)
     n, k = p.shape
@@ -58,7 +63,6 @@ def classification_metrics(
     brier = (p[:, pos] - (y == pos)) ** 2 if pos is not None else ((p - np.eye(k)[y]) ** 2).sum(1)
     log_loss = -np.log(np.clip(p[np.arange(n), y], _EPS, 1.0))
     present = np.unique(y)
-    averaged = np.union1d(present, pred)  # macro F1 over labels in targets or predictions, as scikit-learn
     if pos is not None:
         rocs = [_Roc.of(y == pos, p[:, pos])]
     else:
@@ -66,9 +70,9 @@ def classification_metrics(
 
     def stat(w: np.ndarray) -> dict[str, np.ndarray]:
         total = w.sum(1)
-        out = _confusion_stats((w @ cells).reshape(-1, k, k), present=present, averaged=averaged, positive=pos)
+        out = _confusion_stats((w @ cells).reshape(-1, k, k), positive=pos)
         curves = [roc.stats(w, operating_points=pos is not None) for roc in rocs]
-        out["roc_auc"] = np.mean([c[0] for c in curves], axis=0) if curves else np.full(len(w), np.nan)
+        out["roc_auc"] = _defined_mean(np.array([c[0] for c in curves]).reshape(len(curves), len(w)), axis=0)
         if pos is not None:
             out["sensitivity_at_95_specificity"], out["specificity_at_95_sensitivity"] = curves[0][1:]
         out["ece"] = np.abs(w @ calibration).sum(1) / total
@@ -76,7 +80,7 @@ def classification_metrics(
         out["log_loss"] = w @ log_loss / total
         return out
 
-    result = bootstrap_metrics(stat, strata=y, n_boot=n_boot, seed=seed)
+    result = bootstrap_metrics(stat, strata=y, subjects=subjects, n_boot=n_boot, seed=seed)
     if pos is not None:
         result["threshold"] = float(threshold)
     matrix = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
@@ -85,15 +89,24 @@ def classification_metrics(
 
 
 def icbhi_metrics(
-    y_true: np.ndarray, proba: np.ndarray, *, classes: list[str], n_boot: int = 1000, seed: int = 0
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    *,
+    classes: list[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    subjects: np.ndarray | None = None,
 ) -> dict:
     """ICBHI 2017 scores of 4-class (normal, crackle, wheeze, both; any order) probabilities [n, 4]:
     icbhi_sensitivity = abnormal cycles given their exact class / abnormal cycles, icbhi_specificity
-    = normal cycles called normal / normal cycles, icbhi_score = their mean; each with `_ci`."""
+    = normal cycles called normal / normal cycles, icbhi_score = their mean; each with `_ci` (rows,
+    or `subjects` [n], resampled); ci_method, subjects."""
     y, p = _check_probabilities(y_true, proba, classes)
     if sorted(classes) != sorted(ICBHI_CLASSES):
         raise DataError(f"ICBHI metrics need the classes {', '.join(ICBHI_CLASSES)}; got {', '.join(classes)}")
-    return _icbhi(y == classes.index("normal"), p.argmax(1) == y, strata=y, n_boot=n_boot, seed=seed)
+    return _icbhi(
+        y == classes.index("normal"), p.argmax(1) == y, strata=y, subjects=subjects, n_boot=n_boot, seed=seed
+    )
 
 
 def multilabel_metrics(
@@ -104,13 +117,15 @@ def multilabel_metrics(
     threshold: float = 0.5,
     n_boot: int = 1000,
     seed: int = 0,
+    subjects: np.ndarray | None = None,
 ) -> dict:
     """Per-label metrics of independent label probabilities [n, k] against 0/1 targets [n, k].
 
     Keys: `<name>_auc`, `<name>_sensitivity`, `<name>_specificity` (decision `proba >= threshold`),
-    macro_auc (over labels with both outcomes present), each with `_ci` (resamples stratified by
-    label combination when there are <= 16); n, classes. For names {crackle, wheeze} also the
-    icbhi_* scores of the 4-class mapping (neither = normal, both = both).
+    macro_auc (over labels with both outcomes present), each with `_ci` (resamples of the rows, or
+    of `subjects` [n], stratified by label combination when there are <= 16); ci_method, subjects,
+    n, classes. For names {crackle, wheeze} also the icbhi_* scores of the 4-class mapping
+    (neither = normal, both = both).
     """
     t, p = _check_multilabel(y_true, proba, names)
     n, k = p.shape
@@ -132,21 +147,24 @@ def multilabel_metrics(
             out[f"{name}_auc"] = aucs.get(j, nan)
             out[f"{name}_sensitivity"] = rates[:, j]
             out[f"{name}_specificity"] = rates[:, k + j]
-        out["macro_auc"] = np.mean(list(aucs.values()), axis=0) if aucs else nan
+        out["macro_auc"] = _defined_mean(np.array(list(aucs.values())).reshape(len(aucs), len(w)), axis=0)
         return out
 
-    result = bootstrap_metrics(stat, strata=strata, n_boot=n_boot, seed=seed)
+    result = bootstrap_metrics(stat, strata=strata, subjects=subjects, n_boot=n_boot, seed=seed)
     if sorted(names) == ["crackle", "wheeze"]:
         crackle, wheeze = names.index("crackle"), names.index("wheeze")
         true4 = t[:, crackle] + 2 * t[:, wheeze]
         pred4 = pred[:, crackle] + 2 * pred[:, wheeze]
-        result.update(_icbhi(true4 == 0, pred4 == true4, strata=strata, n_boot=n_boot, seed=seed))
+        result.update(_icbhi(true4 == 0, pred4 == true4, strata=strata, subjects=subjects, n_boot=n_boot, seed=seed))
     result.update(n=n, classes=list(names))
     return result
 
 
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> dict:
-    """mae, rmse, r2, pearson, spearman (ties averaged) of predictions [n] against targets [n], each with `_ci`; n."""
+def regression_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, *, n_boot: int = 1000, seed: int = 0, subjects: np.ndarray | None = None
+) -> dict:
+    """mae, rmse, r2, pearson, spearman (ties averaged) of predictions [n] against targets [n], each
+    with `_ci` (unstratified resamples of the rows, or of `subjects` [n]); ci_method, subjects, n."""
     t = _finite_vector(y_true, "targets")
     v = _finite_vector(y_pred, "predictions")
     if len(t) != len(v):
@@ -166,7 +184,7 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, *, n_boot: int = 
                 "spearman": _weighted_corr(w, rank_t.ranks(w), rank_v.ranks(w)),
             }
 
-    result = bootstrap_metrics(stat, strata=np.zeros(len(t), dtype=int), n_boot=n_boot, seed=seed)
+    result = bootstrap_metrics(stat, strata=np.zeros(len(t), dtype=int), subjects=subjects, n_boot=n_boot, seed=seed)
     result["n"] = len(t)
     return result
 
@@ -289,8 +307,9 @@ def _run_ends(sorted_values: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[sorted_values[1:] != sorted_values[:-1], True])
 
 
-def _confusion_stats(cm: np.ndarray, *, present: np.ndarray, averaged: np.ndarray, positive: int | None) -> dict:
-    """Threshold metrics [b] of confusion matrices cm [b, k, k] (zero_division = 0, as scikit-learn)."""
+def _confusion_stats(cm: np.ndarray, *, positive: int | None) -> dict:
+    """Threshold metrics [b] of confusion matrices cm [b, k, k] (zero_division = 0, as scikit-learn):
+    balanced accuracy over the classes each holds, macro F1 over those in its targets or predictions."""
     tp = np.diagonal(cm, axis1=1, axis2=2)
     support, predicted = cm.sum(2), cm.sum(1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -299,8 +318,8 @@ def _confusion_stats(cm: np.ndarray, *, present: np.ndarray, averaged: np.ndarra
         f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
     out = {
         "accuracy": tp.sum(1) / support.sum(1),
-        "balanced_accuracy": recall[:, present].mean(1),
-        "macro_f1": f1[:, averaged].mean(1),
+        "balanced_accuracy": _defined_mean(recall, axis=1),
+        "macro_f1": _defined_mean(np.where(support + predicted > 0, f1, np.nan), axis=1),
     }
     if positive is not None:
         out.update(
@@ -326,7 +345,9 @@ def _per_class(matrix: np.ndarray, classes: list[str]) -> dict:
     return out
 
 
-def _icbhi(normal: np.ndarray, correct: np.ndarray, *, strata: np.ndarray, n_boot: int, seed: int) -> dict:
+def _icbhi(
+    normal: np.ndarray, correct: np.ndarray, *, strata: np.ndarray, subjects: np.ndarray | None, n_boot: int, seed: int
+) -> dict:
     normal = normal.astype(float)
     abnormal_hit = (1 - normal) * correct
     normal_hit = normal * correct
@@ -342,7 +363,14 @@ def _icbhi(normal: np.ndarray, correct: np.ndarray, *, strata: np.ndarray, n_boo
             "icbhi_score": (sensitivity + specificity) / 2,
         }
 
-    return bootstrap_metrics(stat, strata=strata, n_boot=n_boot, seed=seed)
+    return bootstrap_metrics(stat, strata=strata, subjects=subjects, n_boot=n_boot, seed=seed)
+
+
+def _defined_mean(values: np.ndarray, *, axis: int) -> np.ndarray:
+    """Mean of the finite entries of `values` along `axis`; NaN where there are none."""
+    finite = np.isfinite(values)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(finite, values, 0.0).sum(axis) / finite.sum(axis)
 
 
 def _weighted_moments(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

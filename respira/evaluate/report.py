@@ -3,7 +3,8 @@
 `evaluate_predictions` is the single entry point (the CLI's `respira evaluate` calls it). Each
 task (classification, multilabel, regression) has one function that computes its metrics, its
 per-row table, its figures and the inputs of the confidence analysis; what follows — subgroup
-tables, confound check, files — is shared.
+tables, confound check, files — is shared. Every interval, subgroups included, resamples the
+manifest's subjects with all their rows when it names any (see `bootstrap`), else rows.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ _GROUP_KEYS = (
 class Predictions:
     """What a model produced for the rows of a manifest.
 
-    manifest: the rows evaluated (path, label, start, end, subject, split, source_label + metadata).
+    manifest: the rows evaluated (path, label, start, end, subject, split, source_label + metadata);
+    its `subject` column, where present, is what the intervals resample.
     task: "classification" (proba [n, k], targets [n] class indices), "multilabel" (proba [n, k]
     independent probabilities, targets [n, k] 0/1) or "regression" (values [n], targets [n]).
     positive / threshold: the positive class and its decision threshold of a two-class task.
@@ -91,7 +93,7 @@ class _Outcome:
     metrics: dict
     table: pd.DataFrame
     figures: list[tuple[str, str]]  # (caption, file name in out_dir)
-    compute: Callable[[np.ndarray, int], dict]  # metrics of some rows with n_boot resamples (subgroups)
+    compute: Callable[[np.ndarray, int], dict]  # metrics of some rows with n_boot resamples of their subjects
     calibration: dict | None = None
     extra: dict = field(default_factory=dict)  # further metrics.json entries (largest_errors)
 
@@ -102,7 +104,9 @@ def evaluate_predictions(
     """Evaluate `pred` and write to `out_dir`: metrics.json, predictions.csv, the task's figures
     (confusion_matrix.png, roc.png, calibration.png; scatter.png for regression) and report.md.
 
-    Returns the metrics.json content: the task's flat metrics with `_ci` intervals, plus "per_class",
+    Returns the metrics.json content: the task's flat metrics with `_ci` intervals, "ci_method"
+    ("subject_bootstrap" when the manifest names subjects, else "row_bootstrap") and "subjects"
+    (the units resampled; rows for the row bootstrap), plus "per_class",
     "confusion_matrix" (classification), "groups" (per metadata column and value), "calibration"
     (reliability bins, confidence of right / wrong answers, most confident mistakes),
     "confound" (`confound_check` of the manifest; None for regression), "data" and "params".
@@ -110,12 +114,17 @@ def evaluate_predictions(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = pred.manifest.reset_index(drop=True)
-    outcome = _TASKS[pred.task](pred, manifest=manifest, out_dir=out_dir, n_boot=n_boot, seed=seed)
+    subjects = manifest["subject"].to_numpy() if "subject" in manifest.columns else None
+    outcome = _TASKS[pred.task](pred, manifest=manifest, subjects=subjects, out_dir=out_dir, n_boot=n_boot, seed=seed)
     metrics = dict(outcome.metrics)
 
     def group_metrics(rows: np.ndarray, *, with_ci: bool) -> dict:
         full = outcome.compute(rows, n_boot if with_ci else 0)
-        return {k: v for k, v in full.items() if k in _GROUP_KEYS or (k.endswith("_ci") and k[:-3] in _GROUP_KEYS)}
+        return {
+            k: v
+            for k, v in full.items()
+            if k in _GROUP_KEYS or k == "subjects" or (k.endswith("_ci") and k[:-3] in _GROUP_KEYS)
+        }
 
     metrics["groups"] = group_table(manifest, group_cols=metadata_columns(manifest), metric_fn=group_metrics)
     metrics["calibration"] = outcome.calibration
@@ -140,7 +149,9 @@ def evaluate_predictions(
     return metrics
 
 
-def _classification(pred: Predictions, *, manifest: pd.DataFrame, out_dir: Path, n_boot: int, seed: int) -> _Outcome:
+def _classification(
+    pred: Predictions, *, manifest: pd.DataFrame, subjects: np.ndarray | None, out_dir: Path, n_boot: int, seed: int
+) -> _Outcome:
     classes, proba, y = list(pred.classes), np.asarray(pred.proba, dtype=float), np.asarray(pred.targets)
     pos = positive_index(classes, pred.positive)
 
@@ -153,9 +164,14 @@ def _classification(pred: Predictions, *, manifest: pd.DataFrame, out_dir: Path,
             threshold=pred.threshold,
             n_boot=boot,
             seed=seed,
+            subjects=_of_rows(subjects, rows),
         )
         if sorted(classes) == sorted(ICBHI_CLASSES):
-            out.update(icbhi_metrics(y[rows], proba[rows], classes=classes, n_boot=boot, seed=seed))
+            out.update(
+                icbhi_metrics(
+                    y[rows], proba[rows], classes=classes, n_boot=boot, seed=seed, subjects=_of_rows(subjects, rows)
+                )
+            )
         return out
 
     metrics = compute(np.arange(len(y)), n_boot)
@@ -181,11 +197,21 @@ def _classification(pred: Predictions, *, manifest: pd.DataFrame, out_dir: Path,
     return _Outcome(metrics, table, _CLASSIFICATION_FIGURES, compute, calibration)
 
 
-def _multilabel(pred: Predictions, *, manifest: pd.DataFrame, out_dir: Path, n_boot: int, seed: int) -> _Outcome:
+def _multilabel(
+    pred: Predictions, *, manifest: pd.DataFrame, subjects: np.ndarray | None, out_dir: Path, n_boot: int, seed: int
+) -> _Outcome:
     names, proba, t = list(pred.classes), np.asarray(pred.proba, dtype=float), np.asarray(pred.targets).astype(int)
 
     def compute(rows: np.ndarray, boot: int) -> dict:
-        return multilabel_metrics(t[rows], proba[rows], names=names, threshold=pred.threshold, n_boot=boot, seed=seed)
+        return multilabel_metrics(
+            t[rows],
+            proba[rows],
+            names=names,
+            threshold=pred.threshold,
+            n_boot=boot,
+            seed=seed,
+            subjects=_of_rows(subjects, rows),
+        )
 
     metrics = compute(np.arange(len(t)), n_boot)
     decided = proba >= pred.threshold
@@ -209,11 +235,13 @@ def _multilabel(pred: Predictions, *, manifest: pd.DataFrame, out_dir: Path, n_b
     return _Outcome(metrics, table, _CLASSIFICATION_FIGURES, compute, calibration)
 
 
-def _regression(pred: Predictions, *, manifest: pd.DataFrame, out_dir: Path, n_boot: int, seed: int) -> _Outcome:
+def _regression(
+    pred: Predictions, *, manifest: pd.DataFrame, subjects: np.ndarray | None, out_dir: Path, n_boot: int, seed: int
+) -> _Outcome:
     values, t = np.asarray(pred.values, dtype=float), np.asarray(pred.targets, dtype=float)
 
     def compute(rows: np.ndarray, boot: int) -> dict:
-        return regression_metrics(t[rows], values[rows], n_boot=boot, seed=seed)
+        return regression_metrics(t[rows], values[rows], n_boot=boot, seed=seed, subjects=_of_rows(subjects, rows))
 
     table = _table(manifest, label=t, predicted=values)
     table["error"] = values - t
@@ -238,6 +266,10 @@ _TASKS: dict[str, Callable[..., _Outcome]] = {
     "multilabel": _multilabel,
     "regression": _regression,
 }
+
+
+def _of_rows(subjects: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if subjects is None else subjects[rows]
 
 
 def _positive_name(pred: Predictions) -> str | None:

@@ -203,7 +203,8 @@ def tune_threshold(models: list[nn.Module], meta: BundleMeta, data: TrainingData
 def evaluate_test(models: list[nn.Module], meta: BundleMeta, data: TrainingData, *, out_dir: Path, seed: int,
                   device: torch.device | str = "cpu") -> dict:
     """Score the test clips through `respira.inference` (the path predictions take) and write
-    out_dir/metrics.json, report.md and figures; returns the metrics."""
+    out_dir/metrics.json, report.md and figures; returns the metrics. The rows keep their
+    `subject`, so the intervals resample test subjects (rows where none is named)."""
     from respira.evaluate import Predictions, evaluate_predictions
     from respira.inference import Model
 

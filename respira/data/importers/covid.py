@@ -36,6 +36,10 @@ _EXPERT_COLUMN = re.compile(r"_\d$")  # quality_1 ... severity_4: one set per ex
 _SEGMENT = re.compile(r"^(.*)-(\d+)$")
 CALL_SIDES = ("caller", "operator")  # covid19-cough-uncut: the folders a call's two channels go to
 _FRAME_S = 0.01  # caller_channel: frame length, s
+SIDES_RULE = "summed rise above the 90th percentile, 10-ms frames"
+"""How caller_channel chooses; side files made under another rule (DIR/sides-rule.txt) are made again."""
+SIDES_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "respira" / "covid19-cough-uncut-sides"
+"""Where benchmarks keep the calls' sides between runs."""
 _POWER_FLOOR = 1e-10  # caller_channel: -100 dB, so digital silence has a finite level
 _VIRUFY_FILE_COLUMNS = ("cough_filename", "filename", "file", "path")
 _VIRUFY_LABEL_COLUMNS = ("corona_test", "pcr_test_result", "covid19", "covid_status", "label")
@@ -102,7 +106,7 @@ def import_covid19_cough_uncut(
     Rows then point at them, with a column side: the cough on the caller's side, and the whole
     operator's side as label speech (phone speech without coughs: every detection there is a false
     alarm); background rows come from the caller's side. Side files that exist, are newer than the
-    call and agree in length are reused; a mono call gives the caller's side only, a broken one is
+    call, agree in length and were chosen by today's SIDES_RULE are reused; a mono call gives the caller's side only, a broken one is
     skipped, each with a warning.
     """
     entries = _covid19_metadata(src, "covid19-cough-uncut")
@@ -139,13 +143,14 @@ def import_covid19_cough_uncut(
 
 def caller_channel(y: np.ndarray, *, sr: int, start_s: float, end_s: float) -> int:
     """Index of the caller's channel of a phone call `y` [channels, samples] at `sr` Hz whose annotated
-    cough spans `start_s`..`end_s` s: the channel whose loudest 10-ms frame inside the annotation
-    stands highest (dB) above that channel's own loud level, the 90th percentile of its frame
-    energies over the whole call.
+    cough spans `start_s`..`end_s` s: the channel whose 10-ms frame levels inside the annotation rise
+    most above that channel's own loud level (the 90th percentile of its frame levels over the whole
+    call), as the sum of those rises in dB over the frames (ties, e.g. no frame above: the
+    highest single rise).
 
-    Raw energy would pick the operator whenever their line is louder; the mean inside the
-    annotation is dragged down by the pauses of long annotations. DataError when the annotation
-    holds no whole frame of the audio.
+    Raw energy would pick the operator whenever their line is louder; the loudest frame alone
+    picks a click of the other line inside a long annotated bout; the summed rise weighs how long
+    and how far each channel stands out. DataError when the annotation holds no whole frame.
     """
     frame = max(1, round(_FRAME_S * sr))
     frames = y.shape[1] // frame
@@ -154,8 +159,9 @@ def caller_channel(y: np.ndarray, *, sr: int, start_s: float, end_s: float) -> i
         raise DataError(f"annotation {start_s}..{end_s} s lies outside the audio (0..{y.shape[1] / sr:.2f} s)")
     power = np.square(y[:, : frames * frame], dtype=np.float64).reshape(len(y), frames, frame).mean(axis=2)
     level = 10 * np.log10(power + _POWER_FLOOR)
-    rise = level[:, first:stop].max(axis=1) - np.percentile(level, 90, axis=1)
-    return int(np.argmax(rise))
+    rise = level[:, first:stop] - np.percentile(level, 90, axis=1)[:, None]
+    area = np.clip(rise, 0, None).sum(axis=1)
+    return int(np.lexsort((rise.max(axis=1), area))[-1])
 
 
 def _call_sides(events: list[dict], folder: Path) -> list[dict]:
@@ -166,10 +172,12 @@ def _call_sides(events: list[dict], folder: Path) -> list[dict]:
             (folder / side).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"covid19-cough-uncut: cannot make the sides folder {folder}: {e}") from None
+    rule = folder / "sides-rule.txt"
+    fresh = rule.is_file() and rule.read_text(encoding="utf-8").strip() == SIDES_RULE
     rows = []
     for event in _progress(events, what="splitting calls"):
         paths = {side: folder / side / f"{event['subject']}.flac" for side in CALL_SIDES}
-        if not _reusable(list(paths.values()), source=Path(event["path"])):
+        if not (fresh and _reusable(list(paths.values()), source=Path(event["path"]))):
             try:
                 audio, sr = _sides(event)
             except AudioError as e:
@@ -189,6 +197,7 @@ def _call_sides(events: list[dict], folder: Path) -> list[dict]:
             })  # fmt: skip
     if not rows:
         raise DataError(f"covid19-cough-uncut: none of the {len(events)} calls could be split into sides")
+    rule.write_text(SIDES_RULE + "\n", encoding="utf-8")
     return rows
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -148,3 +149,129 @@ def test_metrics_json_and_curve_png(tmp_path):
                 "sensitivity_at_2_fa_per_hour", "hours", "annotated_events", "detections"):
         assert key in m
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# Two calls split into their sides. Callers: c1 1821 s with a cough at [100, 101] (zone [90, 111],
+# 1800 s = 0.5 h outside), c2 921 s with a cough at [50, 51] (900 s = 0.25 h outside). Operators
+# (no events, so negatives): c1 1800 s = 0.5 h, c2 900 s = 0.25 h. Caller and operator files share
+# their names: detections name them by path.
+C1, C2, O1, O2 = "/sides/caller/c1.flac", "/sides/caller/c2.flac", "/sides/operator/c1.flac", "/sides/operator/c2.flac"
+SIDES = from_records([
+    {"path": C1, "label": "cough", "start": 100.0, "end": 101.0, "subject": "c1", "side": "caller"},
+    {"path": C2, "label": "cough", "start": 50.0, "end": 51.0, "subject": "c2", "side": "caller"},
+    {"path": O1, "label": "speech", "subject": "c1", "side": "operator"},
+    {"path": O2, "label": "speech", "subject": "c2", "side": "operator"},
+])  # fmt: skip
+SIDE_SECONDS = {C1: 1821.0, C2: 921.0, O1: 1800.0, O2: 900.0}
+SIDE_DETECTIONS = pd.DataFrame(
+    [
+        (C1, 100.2, 100.6, 0.9),  # hit
+        (C1, 105.0, 105.5, 0.85),  # inside c1's zone: ignored
+        (C1, 300.0, 300.5, 0.6),  # a caller false alarm
+        (C2, 50.2, 50.5, 0.5),  # hit
+        (O1, 100.2, 100.6, 0.8),  # where c1's caller coughs, but on a negative file: a false alarm
+        (O1, 5.0, 5.5, 0.7),  # a false alarm
+        (O2, 50.3, 50.6, 0.4),  # a false alarm
+    ],
+    columns=["file", "start", "end", "score"],
+)
+
+
+def _sides(group_by: str | None = "side", **kw) -> dict:
+    return evaluate_events(SIDE_DETECTIONS, SIDES, durations=SIDE_SECONDS, group_by=group_by, **kw)
+
+
+def test_detections_on_negative_files_are_false_alarms_over_the_whole_file():
+    m = _sides()
+    assert m["threshold"] == 0.4
+    assert (m["negative_files"], m["hours_of_negatives"], m["false_alarms_of_negatives"]) == (2, 0.75, 3)
+    assert m["false_alarms_per_hour_of_negatives"] == pytest.approx(4.0)  # 3 / 0.75 h
+    caller, operator = m["groups"]["caller"], m["groups"]["operator"]
+    assert operator == {
+        "files": 2, "hours": 0.75, "hours_outside_ignore_zones": 0.75, "annotated_events": 0, "found": 0,
+        "sensitivity": None, "detections": 3, "true_detections": 0, "ignored_detections": 0, "false_alarms": 3,
+        "false_alarms_per_hour": 4.0, "false_alarms_per_hour_curve": [0.0, 0.0, 1.333333, 2.666667, 2.666667, 2.666667, 4.0],
+    }  # fmt: skip
+    assert (caller["files"], caller["annotated_events"], caller["found"], caller["sensitivity"]) == (2, 2, 2, 1.0)
+    assert (caller["hours"], caller["hours_outside_ignore_zones"]) == (round(2742 / 3600, 6), 0.75)
+    counts = ("detections", "true_detections", "ignored_detections", "false_alarms")
+    assert [caller[k] for k in counts] == [4, 2, 1, 1]
+    assert caller["false_alarms_per_hour"] == pytest.approx(1.333333)  # 1 / 0.75 h
+    assert caller["false_alarms_per_hour_curve"] == [0.0, 0.0, 0.0, 0.0, 1.333333, 1.333333, 1.333333]
+    at = _sides(threshold=0.65)["groups"]  # caller 0.6 drops out; operator 0.8 and 0.7 stay
+    assert (at["caller"]["false_alarms_per_hour"], at["operator"]["false_alarms_per_hour"]) == (0.0, 2.666667)
+
+
+def test_the_groups_add_up_to_the_totals():
+    m = _sides()
+    groups = m["groups"].values()
+    assert (m["false_alarms"], m["false_alarms_per_hour"]) == (4, pytest.approx(4 / 1.5))  # 1 + 3 in 0.75 + 0.75 h
+    for key in ("files", "annotated_events", "found", "detections", "true_detections", "ignored_detections", "false_alarms"):
+        assert sum(g[key] for g in groups) == m[key], key
+    assert sum(g["hours"] for g in groups) == pytest.approx(m["hours"], abs=2e-6) == 5442 / 3600
+    assert sum(g["hours_outside_ignore_zones"] for g in groups) == pytest.approx(m["hours_outside_ignore_zones"]) == 1.5
+    curve = [p["false_alarms_per_hour"] * 1.5 for p in m["curve"]]
+    summed = [sum(g["false_alarms_per_hour_curve"][i] * 0.75 for g in groups) for i in range(len(curve))]  # 0.75 h each
+    assert summed == pytest.approx(curve, abs=1e-5)
+
+
+def test_sensitivity_at_false_alarms_per_hour_of_negatives():
+    m = _sides()
+    assert [p["sensitivity"] for p in m["curve"]] == [0.5, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0]  # thresholds 0.9 ... 0.4
+    assert m["false_alarms_per_hour_of_negatives_curve"] == m["groups"]["operator"]["false_alarms_per_hour_curve"]
+    # the best point per negative false-alarm rate: (0, 0.5), (1.33, 0.5), (2.67, 1.0), (4, 1.0);
+    # 2 FA/h lies half-way between 1.33 and 2.67: 0.75
+    assert m["sensitivity_at_fa_per_hour_of_negatives"] == pytest.approx({"1": 0.5, "2": 0.75, "5": 1.0, "10": 1.0})
+    assert m["sensitivity_at_fa_per_hour"]["2"] == 1.0  # against every false alarm: 0.6 is reached at 2 FA/h
+
+
+def test_without_negative_files_or_groups_the_new_figures_are_empty():
+    m = _evaluate()
+    assert (m["negative_files"], m["hours_of_negatives"], m["false_alarms_per_hour_of_negatives"]) == (0, 0.0, None)
+    assert m["sensitivity_at_fa_per_hour_of_negatives"] == {"1": None, "2": None, "5": None, "10": None}
+    assert (m["group_by"], m["groups"]) == (None, {})
+
+
+def test_grouping_needs_a_column_that_each_file_has_one_value_of():
+    with pytest.raises(DataError, match=r"cannot group by 'room': the manifest has no such column \(columns: path, label, "):
+        _sides(group_by="room")
+    split = pd.concat([SIDES, from_records([{"path": C1, "label": "speech", "side": "operator"}])], ignore_index=True)
+    with pytest.raises(DataError, match="c1.flac has rows with 'caller' and 'operator'"):
+        evaluate_events(SIDE_DETECTIONS, split, durations=SIDE_SECONDS, group_by="side")
+
+
+def test_files_of_the_same_name_match_by_their_folder():
+    moved = SIDE_DETECTIONS.assign(file=SIDE_DETECTIONS["file"].str.replace("/sides/", "/elsewhere/"))
+    m = evaluate_events(moved, SIDES, durations=SIDE_SECONDS)
+    assert (m["unmatched_detection_files"], m["false_alarms_of_negatives"], m["found"]) == ([], 3, 2)
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    from respira.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def test_cli_writes_groups_and_the_figures_of_the_negatives(tmp_path, capsys):
+    for path, seconds in SIDE_SECONDS.items():  # silent files at 100 Hz: the durations are all that counts
+        (tmp_path / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        audio.write_wav(tmp_path / path.lstrip("/"), np.zeros(int(seconds * 100), "float32"), sr=100)
+    manifest, events = tmp_path / "calls.csv", tmp_path / "events.csv"
+    SIDES.assign(path=[p.lstrip("/") for p in SIDES["path"]]).to_csv(manifest, index=False)
+    files = [str(tmp_path / f.lstrip("/")) for f in SIDE_DETECTIONS["file"]]
+    SIDE_DETECTIONS.assign(file=files, label="cough").to_csv(events, index=False)
+    code, stdout, _ = _cli(capsys, "evaluate-events", str(events), str(manifest), "-o", str(tmp_path / "ev"))
+    assert code == 0 and "side operator: 2 file(s)" in stdout and "2 FA/h 0.750" in stdout
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["group_by"] == "side" and set(m["groups"]) == {"caller", "operator"}  # side by default
+    assert m["groups"]["operator"]["false_alarms_per_hour"] == 4.0 and m["hours_of_negatives"] == 0.75
+    assert m["sensitivity_at_fa_per_hour_of_negatives"] == pytest.approx({"1": 0.5, "2": 0.75, "5": 1.0, "10": 1.0})
+    assert (tmp_path / "ev" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    args = ("evaluate-events", str(events), str(manifest), "-o", str(tmp_path / "ev2"), "--group-by")
+    code, _, _ = _cli(capsys, *args, "subject")
+    assert code == 0 and set(json.loads((tmp_path / "ev2" / "metrics.json").read_text())["groups"]) == {"c1", "c2"}
+    code, _, err = _cli(capsys, *args, "room")
+    assert code == 2 and "cannot group by 'room'" in err and "side" in err and "Traceback" not in err

@@ -84,12 +84,15 @@ def evaluate_events_cmd(
     label: str = typer.Option("cough", help="The manifest label of the annotated events."),
     threshold: float | None = typer.Option(None, help="Operating threshold (default: the one in params.json beside EVENTS, else every detection)."),
     review: int = typer.Option(0, min=0, help="Draw the spectrograms of the N highest-scoring false alarms and N missed events into OUT/review/index.html."),
+    group_by: str | None = typer.Option(None, help="Manifest column to break the counts down by (default: side, when the manifest has it)."),
 ) -> None:  # fmt: skip
     """Event-level sensitivity, false alarms per hour and precision over thresholds.
 
     When candidates.csv sits beside EVENTS (as `respira detect` writes it), the curve is drawn
-    from the candidates, and the operating point is the detect run's threshold. `--review N`
-    shows whether the false alarms are errors or unannotated events, and what the misses look like.
+    from the candidates, and the operating point is the detect run's threshold. Files without
+    annotated events (an operator's side of a call) are negatives: the sensitivity is also
+    given against their false alarms per hour alone. `--review N` shows whether the false
+    alarms are errors or unannotated events, and what the misses look like.
     """
     import pandas as pd
 
@@ -111,8 +114,10 @@ def evaluate_events_cmd(
             durations[path] = audio.info(path, check=False).duration_s
         except RespiraError as e:
             raise DataError(f"{manifest}: cannot read the duration of {path}: {e}") from None
+    if group_by is None and "side" in annotations.columns:
+        group_by = "side"
     metrics = evaluate_events(detections, annotations, durations=durations, label=label, ignore_around_s=ignore_around,
-                              tolerance_s=tolerance, threshold=threshold)
+                              tolerance_s=tolerance, threshold=threshold, group_by=group_by)
     metrics["detections_file"] = str(source)
     json_path, png_path = write_event_metrics(metrics, out)
 
@@ -124,6 +129,16 @@ def evaluate_events_cmd(
         f"sensitivity {show(metrics['sensitivity'], '.3f')}, {show(metrics['false_alarms_per_hour'], '.2f')} false alarms/h, "
         f"precision {show(metrics['precision'], '.3f')}; sensitivity at 1 FA/h {show(metrics['sensitivity_at_1_fa_per_hour'], '.3f')}, "
         f"at 2 FA/h {show(metrics['sensitivity_at_2_fa_per_hour'], '.3f')}", highlight=False, markup=False, soft_wrap=True)
+    for value, g in metrics["groups"].items():
+        console.print(f"{group_by} {value}: {g['files']} file(s), {g['hours']:.2f} h, {g['annotated_events']} events, "
+                      f"{g['false_alarms']} false alarms ({show(g['false_alarms_per_hour'], '.2f')}/h outside the zones)",
+                      highlight=False, markup=False, soft_wrap=True)
+    if metrics["negative_files"]:
+        at = metrics["sensitivity_at_fa_per_hour_of_negatives"]
+        console.print(f"{metrics['negative_files']} file(s) without events ({metrics['hours_of_negatives']:.2f} h): "
+                      f"{show(metrics['false_alarms_per_hour_of_negatives'], '.2f')} false alarms/h; sensitivity at "
+                      + ", ".join(f"{k} FA/h {show(v, '.3f')}" for k, v in at.items()) + " of them",
+                      highlight=False, markup=False, soft_wrap=True)
     if metrics["false_alarm_files"]:
         top = metrics["false_alarm_files"][0]
         console.print(f"highest-scoring false alarm ({top['top_score']:.3g}) in {top['file']}, "

@@ -11,10 +11,16 @@ At threshold t, with detections of score >= t:
   outside the zones of ignore_around_s around every annotated event; precision = true
   detections / (true detections + false alarms).
 
+*Negatives* are the files without annotated events (the operator's side of a call): every
+detection there is a false alarm, over the file's whole duration. Pairing the sensitivity on
+the annotated events with the false-alarm rate on the negatives alone keeps unannotated events
+(a caller's repeat coughs) out of the false alarms. `group_by` breaks the counts down by a
+manifest column (e.g. `side`): the groups' files, hours and false alarms add up to the totals.
+
 Every file of the manifest counts (its hours and its missed events), with or without
 detections. Detections name files by path; they are matched to the manifest's files by
-the path as written, the resolved path, then the file name, then the stem (the last two only
-where unique), so detections made under another folder prefix still match.
+the path as written, the resolved path, then the last folder and file name, the file name, the
+stem (the last three only where unique), so detections made under another folder prefix still match.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from respira.errors import DataError
 
 _CURVE_POINTS = 100
 _FA_RATES = (1.0, 2.0, 5.0, 10.0, 20.0)  # the rates of sensitivity_at_fa_per_hour
+_NEGATIVE_FA_RATES = (1.0, 2.0, 5.0, 10.0)  # the rates of sensitivity_at_fa_per_hour_of_negatives
 _TOP = 10  # false alarms listed in top_false_alarms
 HIT, IGNORED, FALSE_ALARM = "hit", "ignored", "false_alarm"
 """The kinds of a matched detection (see the module docstring)."""
@@ -44,7 +51,8 @@ class Matched:
     detections: file (the manifest path), start, end, score, kind (HIT, IGNORED or FALSE_ALARM);
     detections whose file matches no manifest file are left out and named in `unmatched`.
     events: file, start, end, best (the highest score of a detection that overlaps it; NaN: none).
-    hours_outside: hours outside the ignore zones; files: the manifest's files, in order.
+    hours_outside: hours outside the ignore zones; files: the manifest's files, in order;
+    seconds_outside: seconds outside the ignore zones per file.
     """
 
     detections: pd.DataFrame
@@ -52,6 +60,7 @@ class Matched:
     hours_outside: float
     files: list[str]
     unmatched: list[str]
+    seconds_outside: dict[str, float]
 
 
 def match_detections(
@@ -83,7 +92,7 @@ def match_detections(
 
     det_parts: list[pd.DataFrame] = []
     ev_parts: list[pd.DataFrame] = []
-    outside_s = 0.0
+    outside: dict[str, float] = {}
     det_files_arr = np.array([m if m is not None else "" for m in det_files], dtype=object)
     for f in files:
         duration = float(durations[f])
@@ -100,12 +109,12 @@ def match_detections(
         best = np.where(overlap, sc[:, None], -np.inf).max(axis=0, initial=-np.inf)
         ev_parts.append(pd.DataFrame({"file": f, "start": ev[:, 0], "end": ev[:, 1],
                                       "best": np.where(np.isfinite(best), best, np.nan)}))
-        outside_s += duration - _covered(ev, pad=ignore_around_s, duration=duration)
+        outside[f] = duration - _covered(ev, pad=ignore_around_s, duration=duration)
     columns = {"detections": ["file", "start", "end", "score", "kind"], "events": ["file", "start", "end", "best"]}
     return Matched(
         detections=pd.concat(det_parts, ignore_index=True) if det_parts else pd.DataFrame(columns=columns["detections"]),
         events=pd.concat(ev_parts, ignore_index=True) if ev_parts else pd.DataFrame(columns=columns["events"]),
-        hours_outside=outside_s / 3600, files=files, unmatched=unmatched)
+        hours_outside=sum(outside.values()) / 3600, files=files, unmatched=unmatched, seconds_outside=outside)
 
 
 def false_alarms_at(m: Matched, threshold: float) -> pd.DataFrame:
@@ -131,6 +140,7 @@ def evaluate_events(
     tolerance_s: float = 0.0,
     threshold: float | None = None,
     thresholds: Sequence[float] | None = None,
+    group_by: str | None = None,
 ) -> dict:
     """Sensitivity, false alarms per hour and precision of `detections` against `annotations`.
 
@@ -138,7 +148,8 @@ def evaluate_events(
     end, ...); rows with `label` are the events (start/end empty = the whole file), every
     path is a file that was analysed. durations: seconds per manifest path. threshold: the
     operating point (None: the lowest detection score, i.e. every detection). thresholds: the
-    curve's thresholds (None: the distinct detection scores, at most 100 of them).
+    curve's thresholds (None: the distinct detection scores, at most 100 of them). group_by: a
+    manifest column to break the counts down by (None: no groups).
 
     Returns a JSON-ready dict: sensitivity, precision, false_alarms_per_hour, threshold,
     found, annotated_events, detections, true_detections, false_alarms, ignored_detections,
@@ -150,24 +161,38 @@ def evaluate_events(
     top_false_alarms (the 10 highest-scoring false alarms at the threshold: {file, start, end, score}),
     missed_events (the annotated events not found at the threshold: {file, start, end, best}, best =
     the highest score of a detection overlapping it or None, lowest first), files,
-    unmatched_detection_files, ignore_around_s, tolerance_s. A rate with a zero denominator is None.
+    unmatched_detection_files, ignore_around_s, tolerance_s; then, on the negatives (the files
+    without annotated events): negative_files, hours_of_negatives, false_alarms_of_negatives and
+    false_alarms_per_hour_of_negatives at the threshold, false_alarms_per_hour_of_negatives_curve
+    (one rate per point of `curve`), sensitivity_at_fa_per_hour_of_negatives ({"1", "2", "5", "10"}:
+    the sensitivity on every annotated event at that many false alarms per hour of negatives,
+    interpolated likewise); group_by and groups ({value of the column: {files, hours,
+    hours_outside_ignore_zones, annotated_events, found, sensitivity, detections, true_detections,
+    ignored_detections, false_alarms, false_alarms_per_hour, false_alarms_per_hour_curve}}, by value;
+    {} without group_by). A rate with a zero denominator is None.
     """
+    groups = _file_groups(annotations, group_by) if group_by is not None else {}
     m = match_detections(detections, annotations, durations=durations, label=label,
                          ignore_around_s=ignore_around_s, tolerance_s=tolerance_s)
     det = m.detections
     best = m.events["best"].fillna(-np.inf).to_numpy(float)
     kind, score = det["kind"].to_numpy(object), det["score"].to_numpy(float)
-    owner = det["file"].to_numpy(object)
+    owner, event_owner = det["file"].to_numpy(object), m.events["file"].to_numpy(object)
     hours_outside = m.hours_outside
 
-    def at(ts: np.ndarray) -> dict[str, np.ndarray]:
-        found = _count_at_least(best, ts)
-        true_det, false_alarms = _count_at_least(score[kind == HIT], ts), _count_at_least(score[kind == FALSE_ALARM], ts)
+    def at(ts: np.ndarray, files: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Counts and rates at each threshold of `ts`, over `files` (None: every file)."""
+        hours = hours_outside if files is None else sum(m.seconds_outside[f] for f in files) / 3600
+        d = slice(None) if files is None else np.isin(owner, list(files))
+        b = best if files is None else best[np.isin(event_owner, list(files))]
+        k, s = kind[d], score[d]
+        found = _count_at_least(b, ts)
+        true_det, false_alarms = _count_at_least(s[k == HIT], ts), _count_at_least(s[k == FALSE_ALARM], ts)
         return {
             "found": found, "true_detections": true_det, "false_alarms": false_alarms,
-            "ignored_detections": _count_at_least(score[kind == IGNORED], ts),
-            "sensitivity": _ratio(found, np.full(len(ts), len(best))),
-            "false_alarms_per_hour": _ratio(false_alarms, np.full(len(ts), hours_outside)),
+            "ignored_detections": _count_at_least(s[k == IGNORED], ts),
+            "sensitivity": _ratio(found, np.full(len(ts), len(b))),
+            "false_alarms_per_hour": _ratio(false_alarms, np.full(len(ts), hours)),
             "precision": _ratio(true_det, true_det + false_alarms),
         }
 
@@ -178,6 +203,26 @@ def evaluate_events(
     curve = at(grid)
     full = at(distinct)  # every operating point, for the interpolated figures
     defined = len(best) > 0 and hours_outside > 0
+
+    def group(files: Sequence[str]) -> dict:
+        """The counts over `files` at the operating threshold, and their false alarms per hour over the curve."""
+        p = {k: v[0] for k, v in at(np.array([operating]), files).items()}
+        return {
+            "files": len(files), "hours": round(sum(float(durations[f]) for f in files) / 3600, 6),
+            "hours_outside_ignore_zones": round(sum(m.seconds_outside[f] for f in files) / 3600, 6),
+            "annotated_events": int(np.isin(event_owner, list(files)).sum()), "found": int(p["found"]),
+            "sensitivity": _num(p["sensitivity"]),
+            "detections": int(p["true_detections"] + p["false_alarms"] + p["ignored_detections"]),
+            "true_detections": int(p["true_detections"]), "ignored_detections": int(p["ignored_detections"]),
+            "false_alarms": int(p["false_alarms"]), "false_alarms_per_hour": _num(p["false_alarms_per_hour"]),
+            "false_alarms_per_hour_curve": [_num(x) for x in at(grid, files)["false_alarms_per_hour"]],
+        }
+
+    negatives = [f for f in m.files if f not in set(event_owner)]
+    neg = group(negatives)
+    against_negatives = {"sensitivity": full["sensitivity"],
+                         "false_alarms_per_hour": at(distinct, negatives)["false_alarms_per_hour"]}
+    negatives_defined = len(best) > 0 and neg["hours"] > 0
     return {
         "sensitivity": _num(point["sensitivity"]), "precision": _num(point["precision"]),
         "false_alarms_per_hour": _num(point["false_alarms_per_hour"]), "threshold": operating,
@@ -199,6 +244,13 @@ def evaluate_events(
         "missed_events": _rows(missed_at(m, operating), "best"),
         "files": len(m.files), "unmatched_detection_files": m.unmatched,
         "ignore_around_s": ignore_around_s, "tolerance_s": tolerance_s,
+        "negative_files": neg["files"], "hours_of_negatives": neg["hours"],
+        "false_alarms_of_negatives": neg["false_alarms"],
+        "false_alarms_per_hour_of_negatives": neg["false_alarms_per_hour"],
+        "false_alarms_per_hour_of_negatives_curve": neg["false_alarms_per_hour_curve"],
+        "sensitivity_at_fa_per_hour_of_negatives": {
+            f"{k:g}": _sensitivity_at(against_negatives, k, defined=negatives_defined) for k in _NEGATIVE_FA_RATES},
+        "group_by": group_by, "groups": {value: group(files) for value, files in groups.items()},
     }
 
 
@@ -211,28 +263,36 @@ def write_event_metrics(metrics: dict, out_dir: str | os.PathLike) -> tuple[Path
 
 
 def curve_png(metrics: dict, path: str | os.PathLike) -> Path:
-    """Sensitivity against false alarms per hour over the thresholds, with the operating point."""
+    """Sensitivity against false alarms per hour over the thresholds, with the operating point;
+    beside it (where there are negatives) against the false alarms per hour of the negatives."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    points = [(p["false_alarms_per_hour"], p["sensitivity"]) for p in metrics["curve"]
-              if p["false_alarms_per_hour"] is not None and p["sensitivity"] is not None]
-    if points:
-        fa, sens = zip(*sorted([(0.0, 0.0), *points]))
-        ax.plot(fa, sens, "-", color="C0", linewidth=1.5, marker=".", markersize=3, label="over thresholds")
+    lines = (([p["false_alarms_per_hour"] for p in metrics["curve"]], "C0", "all files, over thresholds"),
+             (metrics["false_alarms_per_hour_of_negatives_curve"], "C1",
+              f"false alarms on the {metrics['negative_files']} files without events only"))
+    for rates, color, name in lines:
+        points = [(x, p["sensitivity"]) for x, p in zip(rates, metrics["curve"])
+                  if x is not None and p["sensitivity"] is not None]
+        if points:
+            fa, sens = zip(*sorted([(0.0, 0.0), *points]))
+            ax.plot(fa, sens, "-", color=color, linewidth=1.5, marker=".", markersize=3, label=name)
     if metrics["false_alarms_per_hour"] is not None and metrics["sensitivity"] is not None:
         ax.plot([metrics["false_alarms_per_hour"]], [metrics["sensitivity"]], "o", color="C3",
                 label=f"threshold {metrics['threshold']:.3g}")
+    if metrics["false_alarms_per_hour_of_negatives"] is not None and metrics["sensitivity"] is not None:
+        ax.plot([metrics["false_alarms_per_hour_of_negatives"]], [metrics["sensitivity"]], "o", color="C3", mfc="none")
     for x in (1.0, 2.0):
         ax.axvline(x, color="0.6", linestyle="--", linewidth=0.8)
     ax.set_ylim(0, 1.02)
     ax.set_xlim(left=0)
     ax.set_xlabel("false alarms per hour")
     ax.set_ylabel("sensitivity")
-    ax.set_title(f"{metrics['annotated_events']} events, {metrics['hours']:.2f} h "
+    negatives = f", {metrics['hours_of_negatives']:.2f} h event-free" if metrics["negative_files"] else ""
+    ax.set_title(f"{metrics['annotated_events']} events, {metrics['hours']:.2f} h{negatives} "
                  f"(±{metrics['ignore_around_s']:g} s ignored around events)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=8)
@@ -246,23 +306,39 @@ def _matcher(files: Sequence[str]):
     """A function: a detection's file -> the manifest file it names, or None."""
     exact = {f: f for f in files}
     resolved = {str(Path(f).resolve()): f for f in files}
-    by_name: dict[str, list[str]] = {}
-    by_stem: dict[str, list[str]] = {}
+    keys = (lambda p: p.parts[-2:], lambda p: p.name, lambda p: p.stem)  # folder/name, name, stem
+    tables: list[dict] = [{} for _ in keys]
     for f in files:
-        by_name.setdefault(Path(f).name, []).append(f)
-        by_stem.setdefault(Path(f).stem, []).append(f)
+        for table, key in zip(tables, keys):
+            table.setdefault(key(Path(f)), []).append(f)
 
     def match(name: str) -> str | None:
         p = Path(name)
         for found in (exact.get(name), resolved.get(str(p.resolve()))):
             if found is not None:
                 return found
-        for table, key in ((by_name, p.name), (by_stem, p.stem)):
-            if len(table.get(key, ())) == 1:
-                return table[key][0]
+        for table, key in zip(tables, keys):
+            if len(table.get(key(p), ())) == 1:
+                return table[key(p)][0]
         return None
 
     return match
+
+
+def _file_groups(annotations: pd.DataFrame, column: str) -> dict[str, list[str]]:
+    """Value of `column` -> the manifest files with it, by value (no value: ""); a file's rows must agree."""
+    if column not in annotations.columns:
+        raise DataError(f"cannot group by {column!r}: the manifest has no such column "
+                        f"(columns: {', '.join(map(str, annotations.columns))})")
+    value_of: dict[str, str] = {}
+    for f, v in zip(annotations["path"].astype(str), annotations[column]):
+        v = "" if pd.isna(v) else str(v).strip()
+        if value_of.setdefault(f, v) != v:
+            raise DataError(f"cannot group by {column!r}: {f} has rows with {value_of[f]!r} and {v!r}")
+    groups: dict[str, list[str]] = {}
+    for f, v in value_of.items():
+        groups.setdefault(v, []).append(f)
+    return dict(sorted(groups.items()))
 
 
 def _covered(ev: np.ndarray, *, pad: float, duration: float) -> float:

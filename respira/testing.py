@@ -2,14 +2,15 @@
 
 Every generator is pure numpy and driven by the `numpy.random.Generator` (or seed) it is given,
 so the same seed gives the same samples. Single sounds come back with peak 1.0; `scene`,
-`night` and `clip_dataset` scale them (event peak in dBFS over a noise bed with an RMS in dBFS).
+`night` and `clip_dataset` scale them (event peak in dBFS over a noise bed with an RMS in dBFS);
+`mix_night` does the same with sounds it is given (real clips, for benchmarks).
 Shapes are 1-D mono arrays of samples.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,6 +260,80 @@ def clip_dataset(
     return manifest
 
 
+# --- nights of given sounds ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NightMix:
+    """How `mix_night` lays sounds over its bed; levels in dBFS, times in seconds.
+
+    bed_db: the pink bed's RMS drifts linearly between levels drawn uniformly from this range,
+    a new one every `drift_s`. level_db: each sound's peak, uniform in this range. gap_s: the
+    bed between consecutive sounds (and before the first and after the last), uniform in this
+    range. fade_s: raised-cosine ramps inside each sound's ends (real clips cut anywhere click).
+    """
+
+    bed_db: tuple[float, float] = (-60.0, -45.0)
+    drift_s: float = 300.0
+    level_db: tuple[float, float] = (-30.0, -6.0)
+    gap_s: tuple[float, float] = (2.0, 8.0)
+    fade_s: float = 0.01
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Sound number `index` of those given to `mix_night`: its extent in the night (s) and its peak (dBFS)."""
+
+    index: int
+    start: float
+    end: float
+    peak_db: float
+
+
+def mix_night(
+    sounds: Iterable[np.ndarray], *, duration: float, sr: int = 16000, rng: np.random.Generator,
+    mix: NightMix = NightMix(),
+) -> tuple[np.ndarray, list[Placed]]:
+    """`duration` s of drifting pink bed with `sounds` (float [samples] at `sr`, not silent) laid one
+    after another, each scaled to a random peak and preceded by a random gap (see NightMix).
+
+    Sounds are taken in order (the iterable may be endless) until the next one would leave less
+    than `mix.gap_s[0]` of bed at the end; it and the rest are not used. Returns (float32
+    [round(duration * sr)], one Placed per sound laid, in order).
+    """
+    total = int(round(duration * sr))
+    y = _drifting_bed(total=total, sr=sr, rng=rng, mix=mix)
+    placed: list[Placed] = []
+    at = 0
+    for i, sound in enumerate(sounds):
+        at += int(round(rng.uniform(*mix.gap_s) * sr))
+        if at + len(sound) > total - int(round(mix.gap_s[0] * sr)):
+            break
+        faded = sound * _fade(len(sound), sr, fade_in_s=mix.fade_s, fade_out_s=mix.fade_s)
+        peak = np.abs(faded).max(initial=0.0)
+        if peak == 0:
+            raise ValueError(f"sound {i} is silent")
+        peak_db = float(rng.uniform(*mix.level_db))
+        y[at : at + len(sound)] += (faded * (10 ** (peak_db / 20) / peak)).astype(np.float32)
+        placed.append(Placed(i, at / sr, (at + len(sound)) / sr, peak_db))
+        at += len(sound)
+    return y, placed
+
+
+def sound_extent(y: np.ndarray, *, sr: int, top_db: float = 30.0, frame_s: float = 0.01) -> tuple[int, int]:
+    """[start, end) samples of `y` [samples], from the first to the last `frame_s` frame whose
+    energy is within `top_db` of the loudest frame's; (0, 0) when `y` is silent."""
+    frame = max(1, int(round(frame_s * sr)))
+    n = -(-len(y) // frame)
+    padded = np.zeros(n * frame)
+    padded[: len(y)] = y
+    energy = np.mean(padded.reshape(n, frame) ** 2, axis=1)
+    if n == 0 or energy.max() == 0:
+        return 0, 0
+    loud = np.flatnonzero(energy >= energy.max() * 10 ** (-top_db / 10))
+    return int(loud[0] * frame), int(min((loud[-1] + 1) * frame, len(y)))
+
+
 # --- helpers ---------------------------------------------------------------------------------
 
 
@@ -283,6 +358,19 @@ class _ChunkedBed:
             c0 = k * self.chunk
             parts.append(self._get(k)[max(b0, c0) - c0 : min(b1, c0 + self.chunk) - c0])
         return np.concatenate(parts)
+
+
+def _drifting_bed(*, total: int, sr: int, rng: np.random.Generator, mix: NightMix) -> np.ndarray:
+    """mix_night's bed: float32 [total] pink noise, made in chunks, its RMS level moving as NightMix says."""
+    knots = np.arange(0, total / sr + mix.drift_s, mix.drift_s)
+    levels = rng.uniform(*mix.bed_db, len(knots))
+    y = np.empty(total, np.float32)
+    chunk = int(round(_BED_CHUNK_S * sr))
+    for c0 in range(0, total, chunk):
+        c1 = min(c0 + chunk, total)
+        gain = 10 ** (np.interp(np.arange(c0, c1) / sr, knots, levels) / 20)
+        y[c0:c1] = noise_bed(sr=sr, rng=rng, duration=(c1 - c0) / sr, level_db=0.0) * gain
+    return y
 
 
 def _cough_rng(seed: int, i: int) -> np.random.Generator:

@@ -151,10 +151,11 @@ def child(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     from respira.detect.config import DetectConfig
+    from respira.export import load_exported
     from respira.inference import load_model
 
     start = time.perf_counter()
-    model = load_model(spec["model"], backend=spec["backend"])
+    model = load_exported(spec["model"]) if spec["backend"] == "onnx" else load_model(spec["model"])
     model.score_windows(np.zeros((1, model.clip_samples), np.float32))  # first-call set-up, timed with the loading
     load_s = time.perf_counter() - start
     cfg = DetectConfig(threshold=float(model.meta.thresholds.get("decision", 0.5)))

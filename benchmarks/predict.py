@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from respira.bundle import BundleMeta, builtin_names, save_bundle
+from respira.export import load_exported
 from respira.features import FeatureConfig
 from respira.inference import Model, load_model
 from respira.models import build_model
@@ -71,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="respira-bench-") as tmp:
         source = args.model or ("cough" if "cough" in builtin_names() else fresh_bundle(Path(tmp)))
         name = str(args.model or ("cough" if source == "cough" else "fresh compact_cnn"))
-        backends: dict[str, Model] = {b: load_model(source, backend=b) for b in ("torch", "onnx")}
+        backends: dict[str, Model] = {"torch": load_model(source), "onnx": load_exported(source)}
     model = backends["torch"]
     print(f"{name}: {args.clips} clips of {args.seconds:g} s, windows of {model.clip_seconds:g} s", file=sys.stderr)
     clips = make_clips(args.clips, args.seconds, model.sample_rate)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from respira.errors import ModelError
+from respira.tasks import POOLINGS, TASK_NAMES
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,10 +25,11 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 """The bundle layout this package writes; it reads this version and older ones."""
 
-TASKS: tuple[str, ...] = ("classification", "multilabel", "regression")
-POOLINGS: tuple[str, ...] = ("mean", "max")
 SUFFIX = ".respira"
 BUILTIN_DIR = Path(__file__).resolve().parent / "assets" / "models"
+SIDECAR_FORMAT = "respira-onnx"
+SIDECAR_VERSION = 1
+"""The JSON sidecar beside an exported ONNX file (see respira.export) carries the bundle metadata."""
 _META_KEY = "respira"
 _MEMBERS_KEY = "members"
 
@@ -94,7 +96,7 @@ def _problems(meta: BundleMeta) -> list[str]:
     params = meta.model.get("params", {}) if isinstance(meta.model, Mapping) else {}
     n_out = params.get("n_classes")
     rules = [
-        (meta.task in TASKS, f"task must be one of {', '.join(TASKS)}, got {meta.task!r}"),
+        (meta.task in TASK_NAMES, f"task must be one of {', '.join(TASK_NAMES)}, got {meta.task!r}"),
         (meta.pooling in POOLINGS, f"pooling must be one of {', '.join(POOLINGS)}, got {meta.pooling!r}"),
         (len(set(meta.classes)) == n, f"class names repeat: {list(meta.classes)}"),
         (meta.task != "regression" or n == 1, f"a regression bundle names one target, got classes {list(meta.classes)}"),
@@ -138,6 +140,28 @@ def save_bundle(path: str | os.PathLike, models: Sequence[nn.Module], meta: Bund
 def read_meta(path_or_name: str | os.PathLike) -> BundleMeta:
     """The metadata of a bundle (a path or a built-in name) without building its models."""
     return _read(resolve(path_or_name), with_weights=False)[1]
+
+
+def read_sidecar(onnx_path: str | os.PathLike) -> BundleMeta:
+    """The bundle metadata from the JSON sidecar of the exported ONNX file `onnx_path`;
+    ModelError when either is missing or the sidecar is not ours."""
+    path = Path(onnx_path).with_suffix(".json")
+    if not Path(onnx_path).is_file():
+        raise ModelError(f"ONNX model not found: {onnx_path}")
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{onnx_path}: its sidecar {path.name} is missing (export writes both)") from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: unreadable ONNX sidecar: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT or "bundle" not in data:
+        raise ModelError(f"{path}: not a respira ONNX sidecar")
+    if data.get("format_version", 0) > SIDECAR_VERSION:
+        raise ModelError(f"{path}: made by a newer respira (sidecar format {data['format_version']}); upgrade respira")
+    try:
+        return BundleMeta.from_dict(data["bundle"])
+    except ModelError as e:
+        raise ModelError(f"{path}: {e}") from None
 
 
 def load_bundle(path_or_name: str | os.PathLike) -> tuple[list[nn.Module], BundleMeta]:

@@ -20,13 +20,7 @@ from typing import Any, Literal, Union
 
 from respira.errors import ConfigError
 from respira.features import FeatureConfig
-
-TASK_LOSSES: dict[str, tuple[str, ...]] = {
-    "classification": ("ce",),
-    "multilabel": ("bce",),
-    "regression": ("mae", "mse", "huber"),
-}
-"""task type -> the losses it accepts (the first is the default)."""
+from respira.tasks import POOLINGS, TASK_NAMES, TASKS
 
 
 def _num(default: Any, *, gt: float | None = None, ge: float | None = None, le: float | None = None) -> Any:
@@ -84,7 +78,7 @@ class DataConfig:
     exclude_subjects_of: Union[SourceConfig, None] = None
     auxiliary: tuple[str, ...] = ()
     clip_seconds: float = _num(4.0, gt=0.0, le=600.0)
-    pooling: Literal["mean", "max"] = "mean"
+    pooling: Literal[POOLINGS] = "mean"
     split: SplitConfig = SplitConfig()
 
 
@@ -163,10 +157,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """What the model predicts: "classification" (softmax, loss "ce"), "multilabel" (sigmoid per
-    class, loss "bce") or "regression" (one value, loss "mae", "mse" or "huber")."""
+    """What the model predicts: a task type of `respira.tasks` ("classification", "multilabel",
+    "regression") and its loss, one of the task's losses (None: its default)."""
 
-    type: Literal["classification", "multilabel", "regression"] = "classification"
+    type: Literal[TASK_NAMES] = "classification"
     loss: Union[str, None] = None
     label_smoothing: float = _num(0.0, ge=0.0, le=0.5)
 
@@ -195,7 +189,7 @@ class Config:
     @property
     def loss(self) -> str:
         """The task's loss, its default when none is set."""
-        return self.task.loss or TASK_LOSSES[self.task.type][0]
+        return self.task.loss or TASKS[self.task.type].losses[0]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON-ready values (tuples as lists)."""
@@ -416,7 +410,7 @@ def _check_bounds(f: dataclasses.Field, value: Any, key: str) -> None:
 def _check(cfg: Config) -> None:
     """Rules that tie keys together, each naming the key at fault."""
     data, task, train, val = cfg.data, cfg.task, cfg.train, cfg.validation
-    losses = TASK_LOSSES[task.type]
+    losses = TASKS[task.type].losses
     rules = [
         (bool(data.sources), "data.sources: give at least one source ({format: ..., path: ...} or {path: manifest.csv})"),
         (task.loss is None or task.loss in losses,

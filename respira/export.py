@@ -12,22 +12,20 @@ from __future__ import annotations
 import copy
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from respira.bundle import BundleMeta
+from respira.bundle import SIDECAR_FORMAT, SIDECAR_VERSION
 from respira.errors import ModelError
 from respira.features import AMIN, DELTA_WIDTH, KIND_MAPS, FeatureExtractor, n_frames
-
-if TYPE_CHECKING:
-    from respira.inference import Model
+from respira.inference import Model, feature_inputs, load_model
+from respira.tasks import TASKS
 
 OPSET = 17
-SIDECAR_FORMAT = "respira-onnx"
-SIDECAR_VERSION = 1
 TOLERANCE = 1e-4
 """Largest |onnxruntime - torch| allowed on the check clip; export fails above it."""
 
@@ -42,8 +40,6 @@ def export_onnx(model: Model | str | os.PathLike, out: str | os.PathLike, *, ops
     import onnx
     import torch
 
-    from respira.inference import Model, feature_inputs, load_model
-
     if not isinstance(model, Model):
         model = load_model(model)
     out = Path(out)
@@ -55,7 +51,7 @@ def export_onnx(model: Model | str | os.PathLike, out: str | os.PathLike, *, ops
         inputs = feature_inputs(torch.from_numpy(noise), cfg)
         expected = ensemble(*inputs).numpy()
     input_names = list(KIND_MAPS[cfg.kind])
-    output_name = _output_name(model.task)
+    output_name = TASKS[model.task].output
     try:
         with warnings.catch_warnings():  # the TorchScript exporter is deprecated but exports these models in one file
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -72,8 +68,15 @@ def export_onnx(model: Model | str | os.PathLike, out: str | os.PathLike, *, ops
     return out
 
 
-def _output_name(task: str) -> str:
-    return "value" if task == "regression" else "probabilities"
+def load_exported(name_or_path: str | os.PathLike) -> Model:
+    """A Model on onnxruntime: an .onnx file (with its sidecar) as it is, or a bundle (a path or a
+    built-in name) exported to ONNX in a temporary folder first — what `respira predict --backend onnx` runs."""
+    if Path(name_or_path).suffix == ".onnx":
+        return Model.from_onnx(name_or_path)
+    torch_model = load_model(name_or_path)
+    with tempfile.TemporaryDirectory(prefix="respira-onnx-") as tmp:
+        path = export_onnx(torch_model, Path(tmp) / f"{torch_model.name}.onnx")
+        return Model.from_onnx(path, name=torch_model.name)
 
 
 def _check_against_torch(path: Path, names: list[str], inputs: tuple, expected: np.ndarray) -> None:
@@ -123,31 +126,10 @@ def sidecar(model: Model) -> dict[str, Any]:
         "clip_seconds": model.clip_seconds,
         "clip_samples": model.clip_samples,
         "inputs": [{"name": name, "shape": ["batch", cfg.channels, bins[name], frames]} for name in KIND_MAPS[cfg.kind]],
-        "output": {"name": _output_name(meta.task), "shape": ["batch", 1 if meta.task == "regression" else len(meta.classes)]},
+        "output": {"name": TASKS[meta.task].output, "shape": ["batch", len(meta.classes)]},
         "features": front_end,
         "bundle": meta.to_dict(),
     }
-
-
-def read_sidecar(onnx_path: str | os.PathLike) -> BundleMeta:
-    """The bundle metadata from the sidecar of `onnx_path`; ModelError when it is missing or not ours."""
-    path = Path(onnx_path).with_suffix(".json")
-    if not Path(onnx_path).is_file():
-        raise ModelError(f"ONNX model not found: {onnx_path}")
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{onnx_path}: its sidecar {path.name} is missing (export writes both)") from None
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: unreadable ONNX sidecar: {e}") from None
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT or "bundle" not in data:
-        raise ModelError(f"{path}: not a respira ONNX sidecar")
-    if data.get("format_version", 0) > SIDECAR_VERSION:
-        raise ModelError(f"{path}: made by a newer respira (sidecar format {data['format_version']}); upgrade respira")
-    try:
-        return BundleMeta.from_dict(data["bundle"])
-    except ModelError as e:
-        raise ModelError(f"{path}: {e}") from None
 
 
 def _rounded(a: np.ndarray) -> list:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from respira.bundle import BundleMeta, load_bundle, resolve
+from respira.bundle import BundleMeta, load_bundle, read_sidecar, resolve
 from respira.errors import AudioError, ModelError, RespiraError
 from respira.features import FeatureConfig, crop_or_pad, features, log_mel, n_frames
+from respira.tasks import TASKS, positive_index
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,9 +42,9 @@ class Ensemble(nn.Module):
     """Ensemble members + task -> probabilities, averaged over members; exported to ONNX as is.
 
     forward(*inputs) with inputs [batch, channels, bins, frames] (two of them, (mfcc, logmel),
-    for "dual" features) -> [batch, n_classes]: softmax (classification; a member with one
-    logit for a 2-class task gives sigmoid for the positive class), sigmoid (multilabel),
-    the raw output (regression, [batch, 1]).
+    for "dual" features) -> [batch, n_classes]: the task's activation of each member's logits
+    (softmax, sigmoid, none; see respira.tasks); a member with one logit for a 2-class task
+    gives sigmoid for the positive class.
     """
 
     def __init__(self, members: Sequence[nn.Module], meta: BundleMeta) -> None:
@@ -52,28 +52,19 @@ class Ensemble(nn.Module):
         if not members:
             raise ModelError("an ensemble needs at least one model")
         self.members = nn.ModuleList(members)
-        self.task = meta.task
-        self.positive_index = _positive_index(meta)
-        self.one_logit = meta.task == "classification" and meta.model.get("params", {}).get("n_classes") == 1
+        self.activate = TASKS[meta.task].activate
+        self.positive_index = positive_index(meta.classes, meta.positive)
+        self.one_logit = self.positive_index is not None and meta.model.get("params", {}).get("n_classes") == 1
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         outputs = [self._probabilities(member(*inputs)) for member in self.members]
         return outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(dim=0)
 
     def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.task == "regression":
-            return logits
-        if self.task == "multilabel":
-            return torch.sigmoid(logits)
         if self.one_logit:  # binary with one logit: sigmoid = the positive class
             p = torch.sigmoid(logits)
             return torch.cat([p, 1 - p] if self.positive_index == 0 else [1 - p, p], dim=-1)
-        return torch.softmax(logits, dim=-1)
-
-
-def _positive_index(meta: BundleMeta) -> int:
-    """Column of the positive class (the last class when the bundle names none)."""
-    return meta.classes.index(meta.positive) if meta.positive else len(meta.classes) - 1
+        return self.activate(logits)
 
 
 def feature_inputs(windows: torch.Tensor, cfg: FeatureConfig) -> tuple[torch.Tensor, ...]:
@@ -139,28 +130,11 @@ def clip_windows(y: np.ndarray, *, length: int) -> np.ndarray:
     return view[starts]
 
 
-def _pool_mean(p: np.ndarray, task: str, positive_index: int) -> np.ndarray:
-    return p.mean(axis=0)
-
-
-def _pool_max(p: np.ndarray, task: str, positive_index: int) -> np.ndarray:
-    """Per-output max; for classification the whole row of the window most sure of its class
-    (binary: the highest positive-class probability), so that probabilities still sum to 1."""
-    if task != "classification":
-        return p.max(axis=0)
-    key = p[:, positive_index] if p.shape[1] == 2 else p.max(axis=1)
-    return p[int(np.argmax(key))]
-
-
-POOLING: dict[str, Callable[[np.ndarray, str, int], np.ndarray]] = {"mean": _pool_mean, "max": _pool_max}
-"""meta.pooling -> (window outputs [windows, outputs], task, positive index) -> clip output [outputs]."""
-
-
 def pooled_outputs(waves: Sequence[np.ndarray], *, score: Callable[[np.ndarray], np.ndarray], length: int,
-                   pooling: str, task: str, positive_index: int, batch_size: int = 32) -> np.ndarray:
+                   pooling: str, task: str, positive_index: int | None, batch_size: int = 32) -> np.ndarray:
     """Clips -> [clips, outputs] (no clips: [0, 0]): each clip cut by `clip_windows`, its windows scored
     `batch_size` at a time across clips by score (windows [n, length] -> outputs [n, outputs]) and
-    pooled by POOLING[pooling].
+    pooled by the task's `Task.pool` (positive_index: of a two-class task, see `tasks.positive_index`).
 
     The one windowing + pooling path: `Model.predict_proba` and validation during training use it.
     """
@@ -173,8 +147,9 @@ def pooled_outputs(waves: Sequence[np.ndarray], *, score: Callable[[np.ndarray],
         return np.zeros((0, 0), np.float32)
     flat = np.concatenate(outputs)
     bounds = np.cumsum([0] + [len(v) for v in views])
-    pool = POOLING[pooling]
-    return np.array([pool(flat[a:b], task, positive_index) for a, b in zip(bounds[:-1], bounds[1:])], dtype=np.float32)
+    pool = TASKS[task].pool
+    return np.array([pool(flat[a:b], pooling=pooling, positive_index=positive_index)
+                     for a, b in zip(bounds[:-1], bounds[1:])], dtype=np.float32)
 
 
 # --- backends: windows -> outputs ----------------------------------------------------------
@@ -303,8 +278,6 @@ class Model:
         """An exported ONNX file (with its JSON sidecar, see respira.export) run by onnxruntime."""
         import onnxruntime as ort
 
-        from respira.export import read_sidecar
-
         path = Path(path)
         meta = read_sidecar(path)
         try:
@@ -322,7 +295,8 @@ class Model:
         self.meta, self.name, self._run, self._device = meta, name, runner, device
         self.feature_config = FeatureConfig.from_dict(meta.features)
         self.clip_samples = int(round(meta.clip_seconds * self.sample_rate))
-        self._positive_index = _positive_index(meta)
+        self._task = TASKS[meta.task]
+        self._positive_index = positive_index(meta.classes, meta.positive)
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, task={self.task!r}, classes={list(self.classes)}, backend={self.backend!r})"
@@ -382,7 +356,7 @@ class Model:
             raise AudioError(f"score_windows expects windows [n, samples] (normally [n, {self.clip_samples}]: "
                              f"{self.clip_seconds:g} s at {self.sample_rate} Hz), got shape {windows.shape}")
         out = self._outputs(windows) if len(windows) else np.zeros((0, len(self.classes)), np.float32)
-        return out[:, 0] if self.task == "regression" else out
+        return out[:, 0] if self._task.values else out
 
     def score_strip(self, y: np.ndarray, *, hop: int, n: int, length: int | None = None, batch_size: int = 64
                     ) -> np.ndarray:
@@ -410,7 +384,7 @@ class Model:
                     maps = feature_inputs(x.unfold(0, length, hop), self.feature_config)
             outputs.append(self._run(maps))
         out = np.concatenate(outputs)
-        return out[:, 0] if self.task == "regression" else out
+        return out[:, 0] if self._task.values else out
 
     def _outputs(self, windows: np.ndarray) -> np.ndarray:
         """Waveform windows [n, samples] -> model outputs [n, outputs]."""
@@ -424,7 +398,7 @@ class Model:
         pooled = pooled_outputs(waves, score=self._outputs, length=self.clip_samples, pooling=self.meta.pooling,
                                 task=self.task, positive_index=self._positive_index, batch_size=batch_size)
         pooled = pooled.reshape(-1, len(self.classes))  # no clips: [0, n_classes]
-        return pooled[:, 0] if self.task == "regression" else pooled
+        return pooled[:, 0] if self._task.values else pooled
 
     def predict(self, x: Any, *, sr: int | None = None, batch_size: int = 32, progress: bool = False) -> list[dict]:
         """Score clips: `x` is a path, bytes, a file object, a 1-D array (with `sr`; resampled), or a list of these.
@@ -460,7 +434,7 @@ class Model:
             else:
                 outputs.append(output)
                 kept.append(position)
-        shape = (len(outputs),) if self.task == "regression" else (len(outputs), len(self.classes))
+        shape = (len(outputs),) if self._task.values else (len(outputs), len(self.classes))
         return np.array(outputs, dtype=np.float32).reshape(shape), np.asarray(kept, dtype=int), failures
 
     def _scored(self, sources: Sequence[_Source], *, batch_size: int, progress: bool) -> Iterator[tuple]:
@@ -483,37 +457,8 @@ class Model:
                 advance(len(chunk))
 
     def _record(self, name: str, output: np.ndarray | float, duration_s: float) -> dict:
-        return {"file": name, **RECORDS[self.task](self, output), "duration_s": round(float(duration_s), 6)}
-
-
-def _classification_record(model: Model, p: np.ndarray) -> dict:
-    probabilities = {c: float(v) for c, v in zip(model.classes, p)}
-    if model.positive is not None:
-        score = float(p[model._positive_index])
-        other = model.classes[1 - model._positive_index]
-        label = model.positive if score >= model.meta.thresholds["decision"] else other
-    else:
-        best = int(np.argmax(p))
-        label, score = model.classes[best], float(p[best])
-    return {"label": label, "score": score, "probabilities": probabilities}
-
-
-def _multilabel_record(model: Model, p: np.ndarray) -> dict:
-    thresholds = model.meta.thresholds
-    labels = [c for c, v in zip(model.classes, p) if v >= thresholds.get(c, thresholds["decision"])]
-    return {"labels": labels, "probabilities": {c: float(v) for c, v in zip(model.classes, p)}}
-
-
-def _regression_record(model: Model, value: float) -> dict:
-    return {"value": float(value)}
-
-
-RECORDS: dict[str, Callable[[Model, Any], dict]] = {
-    "classification": _classification_record,
-    "multilabel": _multilabel_record,
-    "regression": _regression_record,
-}
-"""task -> the task-specific fields of a predict record."""
+        fields = self._task.record(output, classes=self.classes, positive=self.positive, thresholds=self.meta.thresholds)
+        return {"file": name, **fields, "duration_s": round(float(duration_s), 6)}
 
 
 def _reason(e: Exception) -> str:
@@ -557,8 +502,8 @@ def load_model(name_or_path: str | os.PathLike, *, backend: str = "torch", devic
     """A built-in name ("cough", "vocal") or a bundle path -> Model.
 
     backend "torch" runs the bundle with PyTorch on `device`; "onnx" runs an exported ONNX
-    file (a path to .onnx with its .json sidecar) or a bundle exported on the fly, with
-    onnxruntime on CPU. Both compute features with the same torch front end.
+    file (a path to .onnx with its .json sidecar) with onnxruntime on CPU (to export a bundle and
+    run it: `respira.export.load_exported`). Both compute features with the same torch front end.
     """
     if backend not in _BACKENDS:
         raise ModelError(f"unknown backend {backend!r} (choose from {', '.join(_BACKENDS)})")
@@ -573,14 +518,10 @@ def _load_torch(name_or_path: str | os.PathLike, device: str) -> Model:
 
 
 def _load_onnx(name_or_path: str | os.PathLike, device: str) -> Model:
-    from respira.export import export_onnx
-
-    if Path(name_or_path).suffix == ".onnx":
-        return Model.from_onnx(name_or_path)
-    torch_model = _load_torch(name_or_path, "cpu")
-    with tempfile.TemporaryDirectory(prefix="respira-onnx-") as tmp:
-        path = export_onnx(torch_model, Path(tmp) / f"{torch_model.name}.onnx")
-        return Model.from_onnx(path, name=torch_model.name)
+    if Path(name_or_path).suffix != ".onnx":
+        raise ModelError(f"{name_or_path}: backend 'onnx' runs an exported .onnx file; export the bundle first "
+                         "(`respira export`, or respira.export.load_exported to export and load it)")
+    return Model.from_onnx(name_or_path)
 
 
 _BACKENDS: dict[str, Callable[[str | os.PathLike, str], Model]] = {"torch": _load_torch, "onnx": _load_onnx}

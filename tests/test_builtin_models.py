@@ -36,9 +36,10 @@ def clips(shared_data):
 @pytest.mark.parametrize("name", ["cough", "vocal"])
 def test_api_cli_and_onnx_agree_on_real_clips(name, clips, tmp_path):
     from respira import load_model
+    from respira.export import load_exported
 
     api = {r["file"]: r for r in load_model(name).predict([str(p) for p in clips])}
-    onnx = {r["file"]: r for r in load_model(name, backend="onnx").predict([str(p) for p in clips])}
+    onnx = {r["file"]: r for r in load_exported(name).predict([str(p) for p in clips])}
     assert run_cli("predict", name, *map(str, clips), "--format", "csv", "-o", str(tmp_path / "out.csv")) in (0, None)
     cli = pd.read_csv(tmp_path / "out.csv").set_index("file")
     assert len(api) == len(onnx) == len(cli) == 20

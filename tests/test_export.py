@@ -13,7 +13,7 @@ import torch
 from tiny_models import SR, tiny_bundle, tone_clip
 
 from respira.errors import ModelError
-from respira.export import export_onnx
+from respira.export import export_onnx, load_exported
 from respira.inference import Model, feature_inputs, load_model
 
 
@@ -67,7 +67,7 @@ def test_onnx_backend_gives_the_torch_numbers(exported, waves):
     bundle, path = exported
     torch_p = load_model(bundle).predict_proba(waves)
     from_file = load_model(path, backend="onnx")
-    on_the_fly = load_model(bundle, backend="onnx")
+    on_the_fly = load_exported(bundle)
     assert from_file.backend == on_the_fly.backend == "onnx" and from_file.classes == ("other", "cough")
     assert np.ptp(torch_p[:, 1]) > 0.01
     for m in (from_file, on_the_fly):
@@ -109,6 +109,13 @@ def test_front_end_from_the_sidecar_alone(exported, waves):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"logmel": x})[0][0]
     np.testing.assert_allclose(got, load_model(bundle).predict_proba([y])[0], atol=1e-4)
+
+
+def test_loading_a_bundle_on_onnx_asks_for_an_export_first(exported):
+    bundle, path = exported
+    with pytest.raises(ModelError, match="export the bundle first"):
+        load_model(bundle, backend="onnx")
+    assert load_exported(path).backend == "onnx"  # an .onnx file is loaded as it is
 
 
 def test_missing_sidecar(exported, tmp_path):

@@ -17,7 +17,8 @@ from respira.testing import clip_dataset
 from respira.train import train
 from respira.train.dataset import decode
 from respira.train.loop import model_spec, score_clips
-from respira.train.tasks import TASKS, loss_fn
+from respira.tasks import TASKS
+from respira.train.losses import loss_fn
 from tiny_models import SR, tiny_members, tone_clip, write_clip
 
 CLIP = 1.0  # seconds: the model's window; the clips below are 2.5 windows long
@@ -66,13 +67,13 @@ def test_validation_scoring_equals_the_bundle(tmp_path: Path, task: str, classes
 
     waves, ok, _ = decode(rows, sr=SR, progress=False)  # the training side decodes rows once
     assert ok.all() and len(waves[1]) == int(2.5 * CLIP * SR)
-    validation = score_clips(model, waves, cfg=cfg, n_classes=len(classes), batch_size=3)
+    validation = score_clips(model, waves, cfg=cfg, classes=classes, batch_size=3)
     served, kept, failures = bundle.score_rows(rows)
     assert not failures and list(kept) == [0, 1, 2]
     served = served.reshape(validation.shape)
     np.testing.assert_allclose(validation, served, atol=1e-5)
     np.testing.assert_allclose(validation, bundle.predict_proba(waves).reshape(validation.shape), atol=1e-5)
-    loudest = score_clips(model, [w[-int(CLIP * SR):] for w in waves[:2]], cfg=cfg, n_classes=len(classes))
+    loudest = score_clips(model, [w[-int(CLIP * SR):] for w in waves[:2]], cfg=cfg, classes=classes)
     assert np.abs(loudest - validation[:2]).max() > 1e-3  # the window of the tone alone would not pass
 
 
@@ -83,7 +84,7 @@ def test_loss_of_one_window_is_the_loss_of_its_logits(task: str) -> None:
          "regression": torch.rand(6, 1)}[task]
     loss = loss_fn({"classification": "ce", "multilabel": "bce", "regression": "mse"}[task])
     spec = TASKS[task]
-    assert float(loss(spec.logits(spec.outputs(z)), y)) == pytest.approx(float(loss(z, y)), rel=1e-5)
+    assert float(loss(spec.inverse(spec.activate(z)), y)) == pytest.approx(float(loss(z, y)), rel=1e-5)
 
 
 def test_training_history_reports_what_the_bundle_scores(tmp_path: Path) -> None:
@@ -108,7 +109,7 @@ def test_training_history_reports_what_the_bundle_scores(tmp_path: Path) -> None
     cough = (val["label"] == "cough").to_numpy()
     truth = np.stack([~cough, cough], axis=1).astype(np.float32)  # classes (other, cough)
     task = TASKS["classification"]
-    expected = {"loss": float(loss_fn("ce")(task.logits(torch.from_numpy(p)), torch.from_numpy(truth))),
+    expected = {"loss": float(loss_fn("ce")(task.inverse(torch.from_numpy(p)), torch.from_numpy(truth))),
                 **task.metrics(p, truth)}
     history = pd.read_csv(run / "history.csv").iloc[0]
     for key, value in expected.items():

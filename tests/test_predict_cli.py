@@ -162,3 +162,31 @@ def test_evaluate_reports_unreadable_rows(capsys, model_path, manifest, tmp_path
     assert code == 0
     assert "row 2" in err and "missing.wav" in err
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["data"]["n"] == 5
+
+
+def test_the_python_api_evaluates_as_the_cli_does(capsys, model_path, manifest, tmp_path):
+    import respira
+    from respira.data import read_manifest
+
+    code, _, err = run(capsys, "evaluate", model_path, manifest, "-o", tmp_path / "cli", "--n-boot", "20")
+    assert code == 0, err
+    notes = []
+    result = respira.evaluate(model_path, read_manifest(manifest), out_dir=tmp_path / "api", n_boot=20, log=notes.append)
+    assert result.metrics == json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert result.failures == () and notes == ["evaluating the 6 test rows of manifest (12 rows in all)"]
+    assert (tmp_path / "api" / "predictions.csv").read_text() == (tmp_path / "cli" / "predictions.csv").read_text()
+    from respira.evaluate import evaluate  # the package is callable, and its job is importable by name
+
+    assert evaluate(load_model(model_path), manifest, out_dir=tmp_path / "m", split="train", n_boot=0,
+                    log=notes.append).metrics["data"]["n"] == 6
+
+
+def test_evaluate_api_lists_unreadable_rows(model_path, manifest, tmp_path):
+    import respira
+    from respira.data import read_manifest
+
+    table = read_manifest(manifest)
+    table.loc[1, "path"] = str(tmp_path / "missing.wav")
+    result = respira.evaluate(model_path, table, out_dir=tmp_path / "e", n_boot=0, log=lambda line: None)
+    assert len(result.failures) == 1 and result.failures[0].startswith("row 2: ") and "missing.wav" in result.failures[0]
+    assert result.metrics["data"]["n"] == 5

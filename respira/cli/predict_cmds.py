@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from respira.cli.app import app, console, err_console
-from respira.errors import AudioError, ConfigError
+from respira.errors import ConfigError
+from respira.predict import FORMATS
 
-FORMATS = ("table", "csv", "json")
+if TYPE_CHECKING:
+    from respira.inference import Model
+
 BACKENDS = ("torch", "onnx")
 _HEADLINE = ("balanced_accuracy", "macro_f1", "roc_auc", "icbhi_score", "mae")
 """Test metrics shown by `respira models`, the first few present in a bundle's provenance."""
@@ -27,48 +28,39 @@ def predict_command(
     fmt: str | None = typer.Option(None, "--format", "-f",
                                    help="table, csv or json (default: table; with -o, json for .json, else csv)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the results to this file instead of stdout."),
-    backend: str = typer.Option("torch", help="torch, or onnx (exports the bundle on the fly, runs onnxruntime)."),
+    backend: str = typer.Option("torch", help="torch, or onnx (exports the bundle first, runs onnxruntime)."),
     batch_size: int = typer.Option(32, min=1, help="Windows scored at once."),
 ) -> None:
     """Classify audio clips: one row per file. Unreadable files are listed on stderr (exit code 1)."""
-    from respira.inference import load_model
+    from respira.predict import format_records, predict_files
 
     fmt = fmt or _format_from(out)
     _check_choice("--format", fmt, FORMATS)
     _check_choice("--backend", backend, BACKENDS)
-    files = audio_files(paths)
-    scorer = load_model(model, backend=backend)
-    records = scorer.predict([str(f) for f in files], batch_size=batch_size, progress=len(files) > 1)
-    good = [r for r in records if "error" not in r]
-    failed = [r for r in records if "error" in r]
-    text = WRITERS[fmt](good, scorer.classes, scorer.task)
+    scorer = _load(model, backend=backend)
+    result = predict_files(scorer, paths, batch_size=batch_size)
+    text = format_records(result.records, fmt=fmt, classes=scorer.classes, task=scorer.task)
     if out is None:
         typer.echo(text, nl=False)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
-        err_console.print(f"wrote {len(good)} row(s) to {out}", markup=False, highlight=False)
-    for r in failed:
-        reason = r["error"] if r["error"].startswith(r["file"]) else f"{r['file']}: {r['error']}"
-        err_console.print(f"unreadable: {reason}", markup=False, highlight=False, soft_wrap=True)
-    if failed:
+        err_console.print(f"wrote {len(result.records)} row(s) to {out}", markup=False, highlight=False)
+    if result.failures:
+        err_console.print("\n".join(f"unreadable: {reason}" for reason in result.failures),
+                          markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
-def audio_files(paths: Sequence[Path]) -> list[Path]:
-    """Files as given, and the audio files (by extension) under each folder, sorted; AudioError for a folder without any."""
-    from respira.audio import AUDIO_EXTENSIONS
+def _load(model: str, *, backend: str) -> Model:
+    """The model on `backend`; for onnx a bundle is exported first (an .onnx file is run as it is)."""
+    if backend == "onnx":
+        from respira.export import load_exported
 
-    files: list[Path] = []
-    for path in paths:
-        if not path.is_dir():
-            files.append(path)
-            continue
-        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-        if not found:
-            raise AudioError(f"{path}: no audio files in this folder (looked for {', '.join(sorted(AUDIO_EXTENSIONS))})")
-        files.extend(found)
-    return files
+        return load_exported(model)
+    from respira.inference import load_model
+
+    return load_model(model)
 
 
 def _format_from(out: Path | None) -> str:
@@ -80,59 +72,6 @@ def _format_from(out: Path | None) -> str:
 def _check_choice(option: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ConfigError(f"{option}: {value!r} is not one of {', '.join(choices)}")
-
-
-# --- output formats -------------------------------------------------------------------------
-
-
-def columns(classes: Sequence[str], task: str) -> list[str]:
-    """CSV / table columns: file,label,score,prob_<class>... (multilabel: file,labels,prob_...; regression: file,value)."""
-    probs = [f"prob_{c}" for c in classes]
-    return {
-        "classification": ["file", "label", "score", *probs],
-        "multilabel": ["file", "labels", *probs],
-        "regression": ["file", "value"],
-    }[task]
-
-
-def _cells(record: dict, task: str) -> dict[str, object]:
-    cells: dict[str, object] = {k: v for k, v in record.items() if k not in ("probabilities", "duration_s")}
-    if task == "multilabel":
-        cells["labels"] = "+".join(record["labels"])
-    cells.update({f"prob_{c}": p for c, p in record.get("probabilities", {}).items()})
-    return cells
-
-
-def _csv(records: list[dict], classes: Sequence[str], task: str) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns(classes, task), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for r in records:
-        writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in _cells(r, task).items()})
-    return buffer.getvalue()
-
-
-def _json(records: list[dict], classes: Sequence[str], task: str) -> str:
-    return json.dumps(records, indent=1) + "\n"
-
-
-def _table(records: list[dict], classes: Sequence[str], task: str) -> str:
-    from rich.console import Console
-    from rich.table import Table
-
-    names = columns(classes, task)
-    table = Table(*names)
-    table.columns[0].overflow = "fold"
-    for r in records:
-        cells = _cells(r, task)
-        table.add_row(*(f"{cells[k]:.3f}" if isinstance(cells[k], float) else str(cells[k]) for k in names))
-    buffer = Console(file=io.StringIO(), width=max(console.width, 100), force_terminal=False)
-    buffer.print(table)
-    return buffer.file.getvalue()
-
-
-WRITERS: dict[str, Callable[[list[dict], Sequence[str], str], str]] = {"table": _table, "csv": _csv, "json": _json}
-"""--format -> (good records, classes, task) -> text."""
 
 
 # --- models and export ----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from respira.errors import DataError
 from respira.evaluate.bootstrap import bootstrap_metrics
 from respira.evaluate.calibration import N_BINS, confidence_bins
 from respira.evaluate.columns import group_values
+from respira.tasks import positive_index
 
 ICBHI_CLASSES: tuple[str, ...] = ("normal", "crackle", "wheeze", "both")
 TARGET_RATE = 0.95  # for sensitivity at 95% specificity and the reverse
@@ -226,15 +227,6 @@ def group_table(df: pd.DataFrame, *, group_cols: list[str], metric_fn: GroupMetr
             rows = np.flatnonzero(codes == code)
             out[col][str(value)] = {"n": len(rows), **metric_fn(rows, with_ci=len(rows) >= min_n_ci)}
     return out
-
-
-def positive_index(classes: list[str], positive: str | None) -> int | None:
-    """Index of the positive class of a two-class task (classes[1] unless named); None otherwise."""
-    if positive is not None and positive not in classes:
-        raise DataError(f"positive class {positive!r} is not one of the classes {', '.join(classes)}")
-    if len(classes) != 2:
-        return None
-    return 1 if positive is None else classes.index(positive)
 
 
 def predicted_classes(proba: np.ndarray, *, positive_index: int | None = None, threshold: float = 0.5) -> np.ndarray:

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,10 +32,13 @@ from respira.evaluate.metrics import (
     group_table,
     icbhi_metrics,
     multilabel_metrics,
-    positive_index,
     predicted_classes,
     regression_metrics,
 )
+from respira.tasks import MULTILABEL_SEPARATOR, TASKS, positive_index
+
+if TYPE_CHECKING:
+    from respira.bundle import BundleMeta
 
 N_LISTED = 10  # most confident mistakes / largest errors listed
 _GROUP_KEYS = (
@@ -76,14 +80,25 @@ class Predictions:
             raise DataError(f"unknown task {self.task!r} (expected one of {', '.join(_TASKS)})")
         if "path" not in self.manifest.columns:
             raise DataError("predictions: the manifest has no 'path' column")
-        output = self.values if self.task == "regression" else self.proba
-        what = "values" if self.task == "regression" else "proba"
+        values = TASKS[self.task].values
+        output = self.values if values else self.proba
+        what = "values" if values else "proba"
         if output is None:
             raise DataError(f"{self.task} predictions need {what}")
         if len(output) != n or len(self.targets) != n:
             raise DataError(
                 f"predictions: manifest has {n} rows but {what} has {len(output)} and targets {len(self.targets)}"
             )
+
+    @classmethod
+    def of(cls, meta: BundleMeta, *, manifest: pd.DataFrame, outputs: np.ndarray, targets: np.ndarray) -> Predictions:
+        """The outputs of the model of bundle `meta` for the manifest rows (probabilities [n, classes],
+        or values [n]) with their true targets (`Task.truth`)."""
+        output = np.asarray(outputs, dtype=float)
+        values = TASKS[meta.task].values
+        return cls(manifest=manifest, classes=list(meta.classes), task=meta.task,
+                   proba=None if values else output, values=output if values else None, targets=targets,
+                   positive=meta.positive, threshold=float(meta.thresholds["decision"]))
 
 
 @dataclass
@@ -129,7 +144,7 @@ def evaluate_predictions(
     metrics["groups"] = group_table(manifest, group_cols=metadata_columns(manifest), metric_fn=group_metrics)
     metrics["calibration"] = outcome.calibration
     metrics.update(outcome.extra)
-    categorical = pred.task != "regression"
+    categorical = not TASKS[pred.task].values
     labelled = manifest.assign(label=outcome.table["label"].to_numpy())
     metrics["confound"] = confound_check(labelled, seed=seed) if categorical else None
     metrics["data"] = _data_summary(manifest, outcome.table["label"] if categorical else None)
@@ -313,7 +328,7 @@ def _data_summary(manifest: pd.DataFrame, labels: pd.Series | None) -> dict:
 def _label_sets(matrix: np.ndarray, names: list[str]) -> np.ndarray:
     return np.array(
         [
-            "+".join(n for n, on in zip(names, row, strict=True) if on) or "none"
+            MULTILABEL_SEPARATOR.join(n for n, on in zip(names, row, strict=True) if on) or "none"
             for row in np.asarray(matrix, dtype=bool)
         ]
     )

@@ -22,7 +22,7 @@ from respira.config import Config, DataConfig, SourceConfig
 from respira.data import DataWarning, import_dataset, read_manifest, split_by_subject
 from respira.data.splits import subject_keys
 from respira.errors import AudioError, ConfigError, DataError
-from respira.train.tasks import TASKS
+from respira.tasks import TASKS
 
 DATASET_COLUMN = "dataset"
 """Column naming the source each row came from (the importer format, or the manifest's file name)."""

@@ -29,7 +29,8 @@ from respira.signals import stop_on_signals
 from respira.train.augment import Pipeline, build_pipeline, class_weights, sample_weights
 from respira.train.dataset import ClipSet, TrainingData
 from respira.train.distributed import Dist, any_rank, shard, sync_buffers, wrap
-from respira.train.tasks import TASKS, is_better, loss_fn
+from respira.tasks import TASKS, positive_index
+from respira.train.losses import is_better, loss_fn
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
@@ -84,7 +85,7 @@ def build(spec: dict) -> nn.Module:
     return build_model(spec["name"], **spec["params"])
 
 
-def score_clips(model: nn.Module, waves: Sequence[np.ndarray], *, cfg: Config, n_classes: int,
+def score_clips(model: nn.Module, waves: Sequence[np.ndarray], *, cfg: Config, classes: Sequence[str],
                 batch_size: int = 32) -> np.ndarray:
     """What the bundle of `model` (eval mode) gives each clip, as `Model.predict_proba`: waveforms at
     the feature sample rate -> [clips, n_classes] probabilities of its first n_classes outputs
@@ -96,12 +97,11 @@ def score_clips(model: nn.Module, waves: Sequence[np.ndarray], *, cfg: Config, n
     def score(windows: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             maps = feature_inputs(torch.from_numpy(windows).to(device), cfg.features)
-            return task.outputs(model(*maps).float()[:, :n_classes]).cpu().numpy()
+            return task.activate(model(*maps).float()[:, :len(classes)]).cpu().numpy()
 
-    # positive_index: the last class is a binary task's positive one (classes (negative, positive)), as in the bundle
     return pooled_outputs(waves, score=score, length=int(round(cfg.data.clip_seconds * cfg.features.sample_rate)),
-                          pooling=cfg.data.pooling, task=cfg.task.type, positive_index=n_classes - 1,
-                          batch_size=batch_size)
+                          pooling=cfg.data.pooling, task=cfg.task.type,
+                          positive_index=positive_index(classes, cfg.data.positive), batch_size=batch_size)
 
 
 def early_stop_metric(cfg: Config) -> str:
@@ -251,9 +251,9 @@ class _Trainer:
         sync_buffers(self.model, self.dist)
         self.model.eval()
         waves = [self.data.waves[i] for i in self.member.val]
-        p = score_clips(self.model, waves, cfg=self.cfg, n_classes=self.scored, batch_size=self.batch)
+        p = score_clips(self.model, waves, cfg=self.cfg, classes=self.data.classes, batch_size=self.batch)
         truth = self.data.targets[self.member.val, :self.scored]
-        loss = self.val_loss(self.task.logits(torch.from_numpy(p)), torch.from_numpy(truth))
+        loss = self.val_loss(self.task.inverse(torch.from_numpy(p)), torch.from_numpy(truth))
         return {"loss": float(loss), **self.task.metrics(p, truth)}
 
     # --- helpers ----------------------------------------------------------------------------------

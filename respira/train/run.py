@@ -26,10 +26,11 @@ from respira.config import Config, save_config
 from respira.data import group_kfold, write_manifest
 from respira.data.splits import subject_keys
 from respira.errors import ConfigError
+from respira.tasks import TASKS
 from respira.train.dataset import TrainingData, data_summary, prepare
 from respira.train.distributed import Dist, setup, teardown
 from respira.train.loop import CHECKPOINT, HISTORY, FitResult, Member, build, early_stop_metric, fit, model_spec
-from respira.train.tasks import is_better
+from respira.train.losses import is_better
 
 BUNDLE = "model.respira"
 CONFIG = "config.yaml"
@@ -130,7 +131,7 @@ def plan_members(cfg: Config, data: TrainingData, run_dir: Path) -> list[Member]
                        out_dir=run_dir / f"member{i + 1}" if n > 1 else run_dir) for i in range(n)]
     auxiliary = data.auxiliary_rows()
     pool = np.flatnonzero((data.table["split"].to_numpy() != "test") & ~auxiliary)
-    stratify = None if cfg.task.type == "regression" else "task_label"
+    stratify = None if TASKS[cfg.task.type].values else "task_label"
     folds = group_kfold(data.table.iloc[pool], folds=cfg.validation.folds, seed=cfg.data.split.seed, stratify=stratify)
     subjects = subject_keys(data.table)
     members = []
@@ -209,16 +210,9 @@ def evaluate_test(models: list[nn.Module], meta: BundleMeta, data: TrainingData,
     from respira.inference import Model
 
     rows = data.rows("test")
-    model = Model(models, meta, name="test", device=device)
-    output = model.predict_proba([data.waves[i] for i in rows])
+    output = Model(models, meta, name="test", device=device).predict_proba([data.waves[i] for i in rows])
     manifest = data.table.iloc[rows].drop(columns=["task_label"]).reset_index(drop=True)
-    targets = {"classification": data.targets[rows].argmax(axis=1), "multilabel": data.targets[rows],
-               "regression": data.targets[rows, 0]}[meta.task]
-    output = np.asarray(output, dtype=float)
-    regression = meta.task == "regression"
-    pred = Predictions(manifest=manifest, classes=list(meta.classes), task=meta.task,
-                       proba=None if regression else output, values=output if regression else None,
-                       targets=targets, positive=meta.positive, threshold=meta.thresholds["decision"])
+    pred = Predictions.of(meta, manifest=manifest, outputs=output, targets=TASKS[meta.task].truth(data.targets[rows]))
     return evaluate_predictions(pred, out_dir=out_dir, model_name=meta.model["name"], seed=seed)
 
 

@@ -150,7 +150,7 @@ def child(spec: dict) -> dict:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    from respira.detect.config import DetectConfig
+    from respira.detect.config import detect_config
     from respira.export import load_exported
     from respira.inference import load_model
 
@@ -158,7 +158,7 @@ def child(spec: dict) -> dict:
     model = load_exported(spec["model"]) if spec["backend"] == "onnx" else load_model(spec["model"])
     model.score_windows(np.zeros((1, model.clip_samples), np.float32))  # first-call set-up, timed with the loading
     load_s = time.perf_counter() - start
-    cfg = DetectConfig(threshold=float(model.meta.thresholds.get("decision", 0.5)))
+    cfg = detect_config(model)
     wall, cpu = time.perf_counter(), _cpu_s()
     if spec["kind"] == "detect":
         from respira.detect.run import run_detect

@@ -5,7 +5,9 @@ webm, mp4/m4a, aac and as the fallback for anything libsndfile rejects. The cont
 sniffed from the first bytes, never trusted from the file name. Resampling is soxr "HQ"
 (what ``librosa.resample`` does by default), run as one stateful stream in `stream`, so the
 blocks join up to exactly what `load` returns. Every failure is an `AudioError` whose message
-starts with the file name (or ``<bytes>``) and says why.
+starts with the file name (or ``<bytes>``) and says why. Also here: the one audio-file finder
+(`find_audio_files`) and the one WAV/raw PCM stream reader (`open_pcm`, for pipes and files
+still being written).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import codecs
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from respira.errors import AudioError
+from respira.errors import AudioError, ConfigError, RespiraError
 
 DEFAULT_SR = 16000
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
@@ -53,6 +55,19 @@ class AudioInfo:
     frames: int
     format: str
     warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that could not be processed, and why (a message that names the file)."""
+
+    file: str
+    reason: str
+
+    @classmethod
+    def of(cls, file: str, error: Exception | str) -> Failure:
+        text = str(error)
+        return cls(file, text if file in text else f"{file}: {text}")
 
 
 # ----------------------------------------------------------------------------- public API
@@ -147,6 +162,44 @@ def write_wav(path: str | os.PathLike, y: np.ndarray, *, sr: int) -> None:
     if y.ndim != 1:
         raise ValueError(f"write_wav takes mono audio [samples], got shape {y.shape}")
     sf.write(os.fspath(path), np.clip(y, -1.0, 1.0), sr, format="WAV", subtype="PCM_16")
+
+
+# ----------------------------------------------------------------------------- finding files
+
+
+def audio_files(folder: str | os.PathLike) -> list[Path]:
+    """Sorted audio files under `folder`, recursively, by AUDIO_EXTENSIONS; hidden files and folders skipped."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.extend(Path(root) / f for f in files if not f.startswith(".") and os.path.splitext(f)[1].lower() in AUDIO_EXTENSIONS)
+    return sorted(found)
+
+
+def find_audio_files(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[Failure]]:
+    """The files given (whatever their extension) and the `audio_files` under the folders given,
+    in order, each once; a path that does not exist is a Failure."""
+    found: list[str] = []
+    failures: list[Failure] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += map(str, audio_files(p))
+        elif p.is_file():
+            found.append(str(p))
+        else:
+            failures.append(Failure.of(str(p), "no such file or folder"))
+    return list(dict.fromkeys(found)), failures
+
+
+def read_infos(files: Sequence[str | os.PathLike], *, check: bool = True) -> tuple[list[AudioInfo], list[Failure]]:
+    """`info` of each file (in order); a file that cannot be read is a Failure."""
+    infos, failures = [], []
+    for f in files:
+        try:
+            infos.append(info(f, check=check))
+        except RespiraError as e:
+            failures.append(Failure.of(str(f), e))
+    return infos, failures
 
 
 # ----------------------------------------------------------------------------- quality
@@ -285,22 +338,142 @@ def _is_text(head: bytes) -> bool:
 
 def _wav_truncation(head: bytes, size: int) -> str | None:
     """Why a RIFF/WAVE file is cut short (its data chunk runs past the end of the file), else None."""
-    pos, byte_rate, block_align = 12, 0, 1
-    while pos + 8 <= len(head):
-        chunk, n = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
-        if chunk == b"fmt " and pos + 20 <= len(head):
-            byte_rate = int.from_bytes(head[pos + 16 : pos + 20], "little")
-            block_align = max(1, int.from_bytes(head[pos + 20 : pos + 22], "little"))
-        if chunk == b"data":
-            present = size - (pos + 8)
-            if byte_rate and 0 < n < 0xFFFFFFFF and n - present > max(block_align, byte_rate // 100):
-                return (
-                    f"truncated: the header declares {n / byte_rate:.2f} s of audio "
-                    f"but the file holds {max(present, 0) / byte_rate:.2f} s"
-                )
-            return None
-        pos += 8 + n + (n & 1)
+    try:
+        fmt, declared, offset = _wav_header(io.BytesIO(head[4:]))
+    except AudioError:  # no data chunk within the head: libsndfile decides
+        return None
+    byte_rate = int.from_bytes(fmt[8:12], "little") if fmt and len(fmt) >= 12 else 0
+    block_align = max(1, int.from_bytes(fmt[12:14], "little")) if fmt and len(fmt) >= 14 else 1
+    present = size - offset
+    if byte_rate and 0 < declared < 0xFFFFFFFF and declared - present > max(block_align, byte_rate // 100):
+        return (f"truncated: the header declares {declared / byte_rate:.2f} s of audio "
+                f"but the file holds {max(present, 0) / byte_rate:.2f} s")
     return None
+
+
+# ----------------------------------------------------------------------------- raw PCM and WAV streams
+
+
+def _s24(b: bytes) -> np.ndarray:
+    u = np.frombuffer(b, np.uint8).reshape(-1, 3).astype(np.int32)
+    return (((u[:, 0] | (u[:, 1] << 8) | (u[:, 2] << 16)) ^ 0x800000) - 0x800000).astype(np.float32) / 2**23
+
+
+ENCODINGS: dict[str, tuple[int, Callable[[bytes], np.ndarray]]] = {
+    "s16le": (2, lambda b: np.frombuffer(b, "<i2").astype(np.float32) / 2**15),
+    "s24le": (3, _s24),
+    "s32le": (4, lambda b: (np.frombuffer(b, "<i4") / 2**31).astype(np.float32)),
+    "f32le": (4, lambda b: np.frombuffer(b, "<f4").astype(np.float32)),
+}
+"""Raw PCM sample encoding -> (bytes per sample, bytes -> float32 samples in [-1, 1])."""
+
+_WAV_ENCODINGS = {(1, 16): "s16le", (1, 24): "s24le", (1, 32): "s32le", (3, 32): "f32le"}  # (format tag, bits)
+
+
+@dataclass(frozen=True)
+class PcmFormat:
+    """Raw PCM: `encoding` (a key of ENCODINGS), `sr` Hz, interleaved `channels` (averaged to mono)."""
+
+    encoding: str = "s16le"
+    sr: int = 16000
+    channels: int = 1
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(f"unknown PCM format {self.encoding!r}; choose from {', '.join(ENCODINGS)}")
+        if self.sr <= 0 or self.channels <= 0:
+            raise ConfigError(f"PCM needs a sample rate > 0 and channels > 0, got {self.sr} Hz, {self.channels} channels")
+
+
+def open_pcm(f: BinaryIO, *, fmt: PcmFormat, sr: int, block_s: float) -> tuple[PcmFormat, Iterator[np.ndarray]]:
+    """A PCM byte stream -> (its format, mono float32 blocks of about block_s s at `sr`).
+
+    A stream that starts with a WAV header (RIFF/WAVE, PCM 16/24/32-bit or float 32-bit) is read
+    with the header's format, to the end of the stream whatever sizes the header declares (a
+    recorder may not have written them yet); anything else is raw PCM in `fmt`. Reads the
+    header now (blocking until it arrives). Raises AudioError for an unusable WAV header.
+    """
+    head = _read_exactly(f, 4)
+    if head == b"RIFF":
+        body, _, _ = _wav_header(f)
+        if body is None:
+            raise AudioError("WAV stream: the data chunk comes before the fmt chunk")
+        fmt, head = _wav_format(body), b""
+    blocks = _pcm_blocks(f, head, fmt=fmt, block_s=block_s)
+    return fmt, blocks if fmt.sr == sr else resample_stream(blocks, orig_sr=fmt.sr, sr=sr)
+
+
+def _read_exactly(f: BinaryIO, n: int) -> bytes:
+    """n bytes from f (fewer only at the end of the stream)."""
+    out = b""
+    while len(out) < n:
+        chunk = f.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _wav_header(f: BinaryIO) -> tuple[bytes | None, int, int]:
+    """Read a WAV header from f (just after its "RIFF" tag) up to the start of the samples:
+    (the fmt chunk's body or None, the data chunk's declared size, the samples' offset in the file)."""
+    riff = _read_exactly(f, 8)
+    if len(riff) < 8 or riff[4:] != b"WAVE":
+        raise AudioError("the input starts with RIFF but is not a WAV stream")
+    fmt, offset = None, 12
+    while True:
+        head = _read_exactly(f, 8)
+        if len(head) < 8:
+            raise AudioError("WAV stream: no data chunk before the end of the input")
+        tag, size = head[:4], int.from_bytes(head[4:], "little")
+        offset += 8
+        if tag == b"data":
+            return fmt, size, offset
+        body = _read_exactly(f, size + size % 2)
+        offset += size + size % 2
+        if tag == b"fmt ":
+            fmt = body
+
+
+def _wav_format(body: bytes) -> PcmFormat:
+    """The PcmFormat of a WAV fmt chunk; AudioError for anything but 16/24/32-bit PCM or 32-bit float."""
+    if len(body) < 16:
+        raise AudioError("WAV stream: fmt chunk too short")
+
+    def field(a: int, b: int) -> int:
+        return int.from_bytes(body[a:b], "little")
+
+    code, channels, rate, bits = field(0, 2), field(2, 4), field(4, 8), field(14, 16)
+    if code == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the sub-format's first two bytes
+        code = field(24, 26)
+    encoding = _WAV_ENCODINGS.get((code, bits))
+    if encoding is None:
+        raise AudioError(f"WAV stream: unsupported sample format (format tag {code}, {bits} bits); "
+                         f"use 16/24/32-bit PCM or 32-bit float")
+    try:
+        return PcmFormat(encoding, rate, channels)
+    except ConfigError as e:
+        raise AudioError(f"WAV stream: {e}") from None
+
+
+def _pcm_blocks(f: BinaryIO, head: bytes, *, fmt: PcmFormat, block_s: float) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of round(block_s * fmt.sr) samples (the last may be shorter) from f,
+    after the bytes `head` already read; a trailing partial frame is dropped."""
+    width, decode = ENCODINGS[fmt.encoding]
+    frame = width * fmt.channels
+    want = max(1, round(block_s * fmt.sr)) * frame
+    pending = head
+    while True:
+        data = pending + _read_exactly(f, want - len(pending)) if len(pending) < want else pending
+        whole = len(data) - len(data) % frame
+        if whole:
+            y = decode(data[:whole])
+            if fmt.channels > 1:
+                y = y.reshape(-1, fmt.channels).mean(axis=1, dtype=np.float32)
+            yield np.clip(y, -1.0, 1.0)
+        pending = data[whole:]
+        if len(data) < want:
+            return
 
 
 # ----------------------------------------------------------------------------- readers

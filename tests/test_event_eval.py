@@ -99,7 +99,7 @@ def test_review_sheets_show_each_false_alarm_and_missed_event(tmp_path, rng):
     detections = pd.DataFrame([(path, 5.2, 5.6, 0.9), (path, 25.0, 25.5, 0.8), (path, 30.0, 30.4, 0.3),
                                (path, 50.2, 50.6, 0.4)], columns=["file", "start", "end", "score"])
     matched = match_detections(detections, annotations, durations={path: 60.0})
-    page = write_review(matched, durations={path: 60.0}, out_dir=tmp_path / "review", threshold=0.5, ignore_around_s=10.0)
+    page = write_review(matched, durations={path: 60.0}, out_dir=tmp_path / "review", threshold=0.5)
     text = page.read_text()
     # one false alarm at the threshold (25 s; 30 s scores under it), one missed event (50 s, best 0.4)
     assert "a.wav 25.00–25.50 s, score 0.800" in text and "a.wav 50.00–51.00 s, best 0.400" in text

@@ -7,7 +7,7 @@ import pytest
 from detect_stub import PlantedScorer
 
 from respira.detect import DetectConfig, detect_array
-from respira.detect.gate import GateState, active_regions, frame_levels
+from respira.detect.gate import ActiveTime, GateState, frame_levels, frame_samples, loud
 from respira.testing import cough, night, noise_bed
 
 SR = 16000
@@ -15,17 +15,13 @@ CFG = DetectConfig()
 
 
 def _regions(y: np.ndarray, *, block_s: float, cfg: DetectConfig = CFG) -> list[tuple[float, float]]:
-    """The gate's regions over y fed in blocks of block_s, merged across blocks."""
-    state, out = GateState(), []
+    """The gate's open regions over y fed in blocks of block_s."""
+    state, active = GateState(), ActiveTime(frame_s=frame_samples(sr=SR, cfg=cfg) / SR, pad_s=cfg.gate_pad_s)
     size = round(block_s * SR)
     blocks = [y[i: i + size] for i in range(0, len(y), size)]
     for i, block in enumerate(blocks):
-        for a, b in active_regions(block, sr=SR, state=state, cfg=cfg, final=i == len(blocks) - 1):
-            if out and a <= out[-1][1]:
-                out[-1] = (out[-1][0], max(out[-1][1], b))
-            else:
-                out.append((a, b))
-    return out
+        active.add(loud(frame_levels(block, sr=SR, state=state, cfg=cfg, final=i == len(blocks) - 1), cfg=cfg))
+    return active.regions()
 
 
 def _with_coughs(times: list[float], *, duration: float, seed: int = 0, peak_db: float = -14.0):

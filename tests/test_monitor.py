@@ -25,10 +25,11 @@ from detect_stub import PlantedScorer
 from tiny_models import tiny_bundle
 
 from respira import store
+from respira.audio import PcmFormat, open_pcm
 from respira.detect import DetectConfig, StreamDetector, detect_array, group_bouts
 from respira.errors import AudioError, DataError
-from respira.monitor import (GrowingFile, MonitorConfig, PcmFormat, mic_blocks, monitor_stream, new_session, open_pcm,
-                             session_report)
+from respira.monitor import MonitorConfig, monitor_stream, new_session, session_report
+from respira.sources import GrowingFile, mic_blocks
 from respira.testing import scene
 
 SR = 16000

@@ -259,7 +259,7 @@ def test_detect_equals_detect_file(client, bundles, tmp_path):
     assert summary["hours_analysed"] == pytest.approx(8 / 3600, abs=1e-4)
     assert summary["coughs"] == len(answer["events"]) and 1 <= summary["bouts"] <= summary["coughs"]
     assert 0 < summary["hours_active"] <= summary["hours_analysed"]
-    assert answer["threshold"] == 0.0  # the model's decision threshold
+    assert answer["threshold"] == answer["settings"]["threshold"] == 0.0  # the model's decision threshold
     expected = detect_file(path, load_model(bundles["always"]), DetectConfig(threshold=0.0)).events
     assert len(expected) >= 1
     got = [(e["start"], e["end"], e["label"], e["score"]) for e in answer["events"]]
@@ -278,6 +278,15 @@ def test_detect_removes_its_temporary_file_and_hides_its_path(bundles, tmp_path,
     assert bad.status_code == 415
     assert bad.json()["error"].startswith("upload") and str(tmp_path) not in bad.json()["error"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_detect_uses_the_served_settings_and_answers_with_them(bundles):
+    body = wav_bytes(tone(2.0))
+    with serve(bundles, detect={"threshold": 0.7, "hop_s": 0.5}) as c:
+        served = c.post("/api/v1/detect?model=always", content=body).json()
+        asked = c.post("/api/v1/detect?model=always&threshold=0.2", content=body).json()
+    assert (served["threshold"], served["settings"]["threshold"], served["settings"]["hop_s"]) == (0.7, 0.7, 0.5)
+    assert (asked["threshold"], asked["settings"]["hop_s"]) == (0.2, 0.5)  # the request's threshold wins
 
 
 def test_detect_needs_a_binary_model(client):

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from respira.cli.app import app, console, err_console
-from respira.errors import RespiraError
 
 
 @app.command("info")
@@ -17,39 +16,15 @@ def info_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Describe audio files; a file that cannot be read gets one line on stderr and exit code 1."""
-    from rich.markup import escape
-    from rich.table import Table
-
     from respira import audio
+    from respira.display import failure_lines, infos_json, infos_table
 
-    rows, errors = [], []
-    for path in files:
-        try:
-            rows.append(audio.info(path))
-        except RespiraError as e:
-            errors.append({"path": str(path), "error": str(e)})
-            err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
-
+    infos, failures = audio.read_infos(files)
+    if failures:
+        err_console.print(failure_lines(failures), markup=False, highlight=False, soft_wrap=True)
     if as_json:
-        keys = ("path", "duration_s", "sample_rate", "channels", "format")
-        out = {
-            "files": [{**{k: getattr(r, k) for k in keys}, "warnings": list(r.warnings)} for r in rows],
-            "errors": errors,
-        }
-        print(json.dumps(out))
-    elif rows:
-        table = Table("file", "duration", "rate", "ch", "format", "warnings")
-        table.columns[0].overflow = "fold"
-        for r in rows:
-            table.add_row(
-                escape(r.path),
-                f"{r.duration_s:.2f} s",
-                f"{r.sample_rate} Hz",
-                str(r.channels),
-                r.format,
-                ", ".join(r.warnings) or "-",
-                style="yellow" if r.warnings else None,
-            )
-        console.print(table)
-    if errors:
+        print(json.dumps(infos_json(infos, failures)))
+    elif infos:
+        console.print(infos_table(infos))
+    if failures:
         raise typer.Exit(1)

@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from respira.cli.app import app, console, err_console
-
-_LIVE_BLOCK_S = 0.5  # seconds per block read from live input (events come out about 2-4 s after they end)
+from respira.cli.detect_cmds import CONFIG_HELP, SET_HELP
 
 
 @app.command("monitor")
@@ -22,6 +21,8 @@ def monitor_cmd(
     idle: float = typer.Option(10.0, "--idle", help="With --follow: seconds without growth that end the session."),
     keep_snippets: bool = typer.Option(False, "--keep-snippets", help="Store each event's audio (16-bit WAV, 0.25 s around it); otherwise no audio is stored."),
     session_name: str | None = typer.Option(None, "--session-name", help="Name of the session (default: the start time)."),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     threshold: float | None = typer.Option(None, "--threshold", help="Event score threshold (default: the model's decision threshold)."),
     device: str = typer.Option("cpu", help="Torch device for the model: cpu, cuda, cuda:N."),
 ) -> None:  # fmt: skip
@@ -29,98 +30,44 @@ def monitor_cmd(
 
     Ctrl-C or SIGTERM ends the session cleanly; after a hard kill, what was stored is kept and
     the session shows as interrupted. `respira report latest -o OUT` writes its night report.
+    The settings used are stored with the session (and in the report's params.json).
     """
-    from contextlib import closing
+    from respira.audio import PcmFormat
+    from respira.detect.config import detect_settings
+    from respira.display import event_line
+    from respira.monitor import monitor
+    from respira.sources import Source
 
-    from respira import audio, store
-    from respira.detect.config import DetectConfig
-    from respira.errors import ConfigError
-    from respira.inference import load_model
-    from respira.monitor import MonitorConfig, PcmFormat, background, monitor_stream, new_session
-    from respira.signals import stop_on_signals
-
-    kind = "stdin" if src in ("stdin", "-") else "mic" if src == "mic" else "follow" if follow else "file"
-    if follow and kind != "follow":
-        raise ConfigError("--follow needs --input FILE (a file being written)")
-    if threshold is not None and not 0 <= threshold <= 1:
-        raise ConfigError(f"--threshold must be in [0, 1], got {threshold}")
-    if idle <= 0:
-        raise ConfigError(f"--idle must be > 0 seconds, got {idle}")
-    if kind in ("file", "follow") and not Path(src).is_file():
-        raise ConfigError(f"--input {src}: no such file (use mic, stdin or an audio file)")
-    if kind == "file":
-        audio.info(src, check=False)  # an unreadable file fails here, before a session is made
-    raw = PcmFormat(pcm_format, sr)
-    scorer = load_model(model, device=device)
-    chosen = threshold if threshold is not None else float(scorer.meta.thresholds.get("decision", 0.5))
-    block_s = _LIVE_BLOCK_S if kind != "file" else DetectConfig().block_s
-    cfg = MonitorConfig(detect=DetectConfig(threshold=chosen, block_s=block_s), keep_snippets=keep_snippets)
-
-    with closing(store.connect(db)) as con, stop_on_signals() as stop:
-        for s in store.mark_interrupted(con):
-            err_console.print(f"session {s.id} '{s.name}' was interrupted after {s.seconds_analysed / 3600:.3f} h "
-                              f"({s.events} events kept; last progress {s.updated_at})", markup=False, highlight=False)
-        blocks, info = _open_input(kind, src, raw=raw, sr=scorer.sample_rate, block_s=block_s, idle_s=idle, stop=stop)
-        source = kind if kind in ("mic", "stdin") else src
-        session = new_session(con, scorer, cfg, source=source, model=model, name=session_name, source_info=info)
-        err_console.print(f"session {session.id} '{session.name}': {source} -> {db} (model {model}, threshold {chosen:g}); "
-                          f"Ctrl-C to stop", markup=False, highlight=False, soft_wrap=True)
-        result = monitor_stream(background(blocks, stop), scorer, con, session, cfg, live=kind != "file", stop=stop,
-                                on_event=_show)
+    source = Source.parse(src, follow=follow, pcm=PcmFormat(pcm_format, sr), idle_s=idle)
+    settings = detect_settings(config, set_, threshold=threshold)
+    result = monitor(source, db=db, model=model, settings=settings, keep_snippets=keep_snippets, name=session_name,
+                     device=device, on_event=lambda e, wall: console.print(event_line(e, wall), markup=False, highlight=False),
+                     log=lambda text: err_console.print(text, markup=False, highlight=False, soft_wrap=True))
     s = result.session
     console.print(f"session {s.id} '{s.name}' {'stopped' if result.stopped else 'finished'}: {s.events} events in "
                   f"{s.seconds_analysed / 3600:.3f} h analysed; report: respira report {s.id} --db {db} -o OUT",
                   markup=False, highlight=False, soft_wrap=True)
 
 
-def _open_input(kind: str, src: str, *, raw, sr: int, block_s: float, idle_s: float, stop) -> tuple:
-    """(blocks at `sr`, what the session records about its input) for --input kind mic, stdin, follow or file."""
-    import sys
-
-    from respira import audio
-    from respira.monitor import GrowingFile, mic_blocks, open_pcm
-
-    if kind == "mic":
-        return mic_blocks(sr=sr, block_s=block_s, input_sr=raw.sr), {"kind": "mic", "sample_rate": raw.sr}
-    if kind == "file":
-        return audio.stream(src, sr=sr, block_s=block_s), {"kind": "file"}
-    # stdin unbuffered: the reading thread then holds no lock that would block the interpreter's exit
-    f = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False) if kind == "stdin" else GrowingFile(src, idle_s=idle_s, stop=stop)
-    fmt, blocks = open_pcm(f, fmt=raw, sr=sr, block_s=block_s)
-    return blocks, {"kind": kind, "format": fmt.encoding, "sample_rate": fmt.sr, "channels": fmt.channels}
-
-
-def _show(e, wall: str | None) -> None:
-    """One line per event as it is stored: start-end s, label, score, and the wall clock for live input."""
-    when = f"  {wall[:23].replace('T', ' ')}" if wall else ""
-    console.print(f"{e.start:10.3f}-{e.end:.3f} s  {e.label}  {e.score:.3f}{when}", markup=False, highlight=False)
-
-
 @app.command("report")
 def report_cmd(
     session: str = typer.Argument("latest", help="Session id, name, or 'latest'."),
     db: Path = typer.Option(Path("respira.sqlite"), "--db", help="The monitor's SQLite database."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder for summary.json, events.csv and report.html."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder for the night report (as `respira detect` writes it)."),
     list_sessions: bool = typer.Option(False, "--list", help="List the sessions in DB instead."),
 ) -> None:  # fmt: skip
-    """The night report of a monitoring session: OUT/summary.json, events.csv and report.html."""
+    """The night report of a monitoring session: OUT/summary.json, events.csv, report.html, label tracks, params.json."""
     from contextlib import closing
 
-    from rich.markup import escape
-    from rich.table import Table
-
     from respira import store
+    from respira.display import sessions_table
     from respira.errors import ConfigError
     from respira.monitor import session_report
 
     with closing(store.connect(db, create=False)) as con:
         store.mark_interrupted(con)
         if list_sessions:
-            table = Table("id", "name", "status", "started", "hours", "events", "source", title=f"sessions in {escape(str(db))}")
-            for s in store.sessions(con):
-                table.add_row(str(s.id), escape(s.name), s.status, s.started_at[:19].replace("T", " "),
-                              f"{s.seconds_analysed / 3600:.3f}", str(s.events), escape(s.source))
-            console.print(table)
+            console.print(sessions_table(store.sessions(con), db=str(db)))
             return
         if out is None:
             raise ConfigError("respira report needs -o OUT (or --list)")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import typer
 
 from respira.cli.app import app, err_console
+from respira.cli.detect_cmds import CONFIG_HELP, SET_HELP
 from respira.errors import ConfigError
 
 
@@ -23,8 +25,11 @@ def serve_command(
     max_upload_mb: float = typer.Option(50.0, min=0.001, help="Largest upload accepted, MB."),
     workers: int = typer.Option(2, min=1, help="Requests analysed at once (threads)."),
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback host without a token."),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP + " Used by /detect."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
-    """Serve the web page (record or upload audio) and the HTTP API (/api/v1, docs at /docs)."""
+    """Serve the web page (record or upload audio) and the HTTP API (/api/v1, docs at /docs).
+    /detect answers with the detector settings it used."""
     if not insecure and not token and not is_loopback(host):
         raise ConfigError(
             f"refusing to serve on {host} without a token: anyone who can reach it could use the API. "
@@ -32,10 +37,11 @@ def serve_command(
         )
     import uvicorn
 
+    from respira.detect.config import detect_settings
     from respira.server import ServerSettings, create_app
 
-    settings = ServerSettings(models=tuple(model), host=host, port=port, token=token,
-                              max_upload_mb=max_upload_mb, workers=workers)
+    settings = ServerSettings(models=tuple(model), host=host, port=port, token=token, max_upload_mb=max_upload_mb,
+                              workers=workers, detect=detect_settings(config, set_))
     application = create_app(settings)
     shown = f"[{host}]" if ":" in host else host
     err_console.print(f"respira: serving {', '.join(application.state.models)} at http://{shown}:{port} "

@@ -1,9 +1,15 @@
-"""`DetectConfig`: every setting of the long-recording detector, one frozen dataclass."""
+"""`DetectConfig`: every setting of the long-recording detector, one frozen dataclass, and how a
+run's settings are chosen: DetectConfig's defaults < the job's (a live monitor's block_s) < the
+model's decision threshold < FILE.yaml's `detect:` section < `--set detect.key=value` < options
+such as `--threshold`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +69,7 @@ class DetectConfig:
     def __post_init__(self) -> None:
         problems = _problems(self)
         if problems:
-            raise ConfigError(f"detect config: {'; '.join(problems)}")
+            raise ConfigError("; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""
@@ -75,20 +81,54 @@ class DetectConfig:
         return {k: v for k, v in self.to_dict().items() if k not in ("threshold", "bout_gap_s", "batch_size")}
 
 
+def model_threshold(scorer: Any) -> float:
+    """The event threshold a model detects with by default: its bundle's decision threshold (0.5
+    for a scorer without one)."""
+    meta = getattr(scorer, "meta", None)
+    return float(meta.thresholds.get("decision", 0.5)) if meta is not None else 0.5
+
+
+def detect_settings(config_file: str | os.PathLike | None = None, overrides: Sequence[str] = (),
+                    **options: Any) -> dict[str, Any]:
+    """The detector settings a user asks for, checked now: the `detect:` section of the YAML file
+    `config_file`, then `detect.key=value` overrides, then `options` (command-line options such
+    as threshold=0.9; None: not given). ConfigError names the key (or the option) at fault."""
+    from respira.settings import build, read_settings
+
+    raw = read_settings(config_file, overrides, sections=("detect",))["detect"]
+    build(DetectConfig, raw, prefix="detect")
+    given = {k: v for k, v in options.items() if v is not None}
+    for key, value in given.items():
+        try:
+            build(DetectConfig, {**raw, key: value}, prefix="detect")
+        except ConfigError as e:
+            raise ConfigError(f"--{key.replace('_', '-')} {value}: {e}") from None
+    return {**raw, **given}
+
+
+def detect_config(scorer: Any, settings: Mapping[str, Any] | None = None, **defaults: Any) -> DetectConfig:
+    """The DetectConfig a run of `scorer` uses: `settings` (from `detect_settings`, or any mapping of
+    DetectConfig keys) over the model's decision threshold over the job's `defaults`."""
+    from respira.settings import build
+
+    return build(DetectConfig, {**defaults, "threshold": model_threshold(scorer), **(settings or {})}, prefix="detect")
+
+
 def _problems(c: DetectConfig) -> list[str]:
     positive = ("block_s", "hop_s", "gate_frame_s", "gate_floor_s", "gate_floor_step_s", "min_event_s", "max_event_s")
-    rules = [(getattr(c, k) > 0 and math.isfinite(getattr(c, k)), f"{k} must be > 0, got {getattr(c, k)}") for k in positive]
+    rules = [(getattr(c, k) > 0 and math.isfinite(getattr(c, k)), f"detect.{k}: must be > 0, got {getattr(c, k)}")
+             for k in positive]
     rules += [
-        (c.window_s is None or c.window_s > 0, f"window_s must be > 0 or None, got {c.window_s}"),
-        (0 <= c.gate_percentile <= 100, f"gate_percentile must be in [0, 100], got {c.gate_percentile}"),
-        (c.gate_floor_s >= c.gate_floor_step_s, "gate_floor_s must be >= gate_floor_step_s"),
-        (c.gate_highpass_hz >= 0, f"gate_highpass_hz must be >= 0, got {c.gate_highpass_hz}"),
-        (c.gate_db >= 0 and c.extend_db >= 0 and c.gate_pad_s >= 0 and c.merge_gap_s >= 0 and c.bout_gap_s >= 0 and c.onset_db > 0,
-         "gate_db, extend_db, gate_pad_s, merge_gap_s, bout_gap_s must be >= 0 and onset_db > 0"),
-        (0 <= c.candidate_floor <= 1, f"candidate_floor must be in [0, 1], got {c.candidate_floor}"),
-        (0 <= c.screen <= 1, f"screen must be in [0, 1], got {c.screen}"),
-        (0 <= c.threshold <= 1, f"threshold must be in [0, 1], got {c.threshold}"),
-        (c.max_event_s >= 2 * c.min_event_s, "max_event_s must be >= 2 * min_event_s"),
-        (c.batch_size >= 1, f"batch_size must be >= 1, got {c.batch_size}"),
+        (c.window_s is None or c.window_s > 0, f"detect.window_s: must be > 0 or None, got {c.window_s}"),
+        (0 <= c.gate_percentile <= 100, f"detect.gate_percentile: must be in [0, 100], got {c.gate_percentile}"),
+        (c.gate_floor_s >= c.gate_floor_step_s, "detect.gate_floor_s: must be >= gate_floor_step_s"),
+        (c.gate_highpass_hz >= 0, f"detect.gate_highpass_hz: must be >= 0, got {c.gate_highpass_hz}"),
+        *[(getattr(c, k) >= 0, f"detect.{k}: must be >= 0, got {getattr(c, k)}")
+          for k in ("gate_db", "extend_db", "gate_pad_s", "merge_gap_s", "bout_gap_s")],
+        (c.onset_db > 0, f"detect.onset_db: must be > 0, got {c.onset_db}"),
+        *[(0 <= getattr(c, k) <= 1, f"detect.{k}: must be in [0, 1], got {getattr(c, k):g}")
+          for k in ("candidate_floor", "screen", "threshold")],
+        (c.max_event_s >= 2 * c.min_event_s, "detect.max_event_s: must be >= 2 * min_event_s"),
+        (c.batch_size >= 1, f"detect.batch_size: must be >= 1, got {c.batch_size}"),
     ]
     return [message for ok, message in rules if not ok]

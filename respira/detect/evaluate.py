@@ -52,7 +52,7 @@ class Matched:
     detections whose file matches no manifest file are left out and named in `unmatched`.
     events: file, start, end, best (the highest score of a detection that overlaps it; NaN: none).
     hours_outside: hours outside the ignore zones; files: the manifest's files, in order;
-    seconds_outside: seconds outside the ignore zones per file.
+    seconds_outside: seconds outside the ignore zones per file; ignore_around_s, tolerance_s: as matched.
     """
 
     detections: pd.DataFrame
@@ -61,6 +61,8 @@ class Matched:
     files: list[str]
     unmatched: list[str]
     seconds_outside: dict[str, float]
+    ignore_around_s: float
+    tolerance_s: float
 
 
 def match_detections(
@@ -114,7 +116,8 @@ def match_detections(
     return Matched(
         detections=pd.concat(det_parts, ignore_index=True) if det_parts else pd.DataFrame(columns=columns["detections"]),
         events=pd.concat(ev_parts, ignore_index=True) if ev_parts else pd.DataFrame(columns=columns["events"]),
-        hours_outside=sum(outside.values()) / 3600, files=files, unmatched=unmatched, seconds_outside=outside)
+        hours_outside=sum(outside.values()) / 3600, files=files, unmatched=unmatched, seconds_outside=outside,
+        ignore_around_s=ignore_around_s, tolerance_s=tolerance_s)
 
 
 def false_alarms_at(m: Matched, threshold: float) -> pd.DataFrame:
@@ -171,9 +174,22 @@ def evaluate_events(
     ignored_detections, false_alarms, false_alarms_per_hour, false_alarms_per_hour_curve}}, by value;
     {} without group_by). A rate with a zero denominator is None.
     """
-    groups = _file_groups(annotations, group_by) if group_by is not None else {}
     m = match_detections(detections, annotations, durations=durations, label=label,
                          ignore_around_s=ignore_around_s, tolerance_s=tolerance_s)
+    return event_metrics(m, annotations, durations=durations, threshold=threshold, thresholds=thresholds, group_by=group_by)
+
+
+def event_metrics(
+    m: Matched,
+    annotations: pd.DataFrame,
+    *,
+    durations: Mapping[str, float],
+    threshold: float | None = None,
+    thresholds: Sequence[float] | None = None,
+    group_by: str | None = None,
+) -> dict:
+    """`evaluate_events`' metrics of detections already matched to `annotations` (`match_detections`)."""
+    groups = _file_groups(annotations, group_by) if group_by is not None else {}
     det = m.detections
     best = m.events["best"].fillna(-np.inf).to_numpy(float)
     kind, score = det["kind"].to_numpy(object), det["score"].to_numpy(float)
@@ -243,7 +259,7 @@ def evaluate_events(
         "top_false_alarms": _rows(false_alarms_at(m, operating).head(_TOP), "score"),
         "missed_events": _rows(missed_at(m, operating), "best"),
         "files": len(m.files), "unmatched_detection_files": m.unmatched,
-        "ignore_around_s": ignore_around_s, "tolerance_s": tolerance_s,
+        "ignore_around_s": m.ignore_around_s, "tolerance_s": m.tolerance_s,
         "negative_files": neg["files"], "hours_of_negatives": neg["hours"],
         "false_alarms_of_negatives": neg["false_alarms"],
         "false_alarms_per_hour_of_negatives": neg["false_alarms_per_hour"],

@@ -122,28 +122,55 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
-def padded_regions(mask: np.ndarray, *, first: int, frame_s: float, pad_s: float) -> list[tuple[float, float]]:
-    """Seconds [(start, end)] covered by the True frames of `mask` (frame `first` first), each
-    widened by pad_s on both sides (never before 0), overlapping ones merged."""
-    out: list[tuple[float, float]] = []
-    for a, b in runs(mask):
-        start, end = max(0.0, (first + a) * frame_s - pad_s), (first + b) * frame_s + pad_s
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
+class ActiveTime:
+    """Where the gate is open, counted as the loud flags of consecutive frames arrive (`add`):
+    each run of loud frames widened by `pad_s` seconds on both sides (never before 0),
+    overlapping ones merged. Results do not depend on how the flags were cut into pieces."""
 
+    def __init__(self, *, frame_s: float, pad_s: float) -> None:
+        self.frame_s, self.pad_s = frame_s, pad_s
+        self.frames = 0  # flags seen
+        self._run: int | None = None  # the first frame of a loud run still open at the last flag
+        self._closed: list[tuple[float, float]] = []  # regions no later run can widen
+        self._open: tuple[float, float] | None = None  # the last region
 
-def active_regions(
-    block: np.ndarray, *, sr: int, state: GateState, cfg: DetectConfig, final: bool = False
-) -> list[tuple[float, float]]:
-    """Streaming gate: block [samples] at `sr` -> [(start_s, end_s)] where the gate is open,
-    seconds from the start of the stream, for the frames that became known with this block.
+    def add(self, flags: np.ndarray) -> None:
+        """The loud flags [frames] bool of the next frames."""
+        first = self.frames
+        self.frames += len(flags)
+        if self._run is not None and len(flags) and not flags[0]:
+            self._add_run(self._run, first)
+            self._run = None
+        for a, b in runs(flags):
+            start = self._run if a == 0 and self._run is not None else first + a
+            self._run = start if b == len(flags) else None
+            if self._run is None:
+                self._add_run(start, first + b)
 
-    Regions are padded by gate_pad_s (so they may begin before the block and end after it);
-    the union over all blocks is the same whatever the block size. `state` is updated in place.
-    """
-    levels = frame_levels(block, sr=sr, state=state, cfg=cfg, final=final)
-    frame_s = frame_samples(sr=sr, cfg=cfg) / sr
-    return padded_regions(loud(levels, cfg=cfg), first=levels.first, frame_s=frame_s, pad_s=cfg.gate_pad_s)
+    def regions(self) -> list[tuple[float, float]]:
+        """[(start_s, end_s)] so far, a loud run still open counted up to the last frame seen."""
+        closed, last = self._merged()
+        return self._closed + closed + ([last] if last else [])
+
+    def seconds(self, duration: float) -> float:
+        """Seconds of `regions()` within the first `duration` seconds."""
+        return sum(max(0.0, min(b, duration) - a) for a, b in self.regions())
+
+    def _merged(self) -> tuple[list[tuple[float, float]], tuple[float, float] | None]:
+        """(the regions the open run closes, the last region) with the open run ended at the last frame."""
+        if self._run is None:
+            return [], self._open
+        closed, last = self._merge(self._open, self._run, self.frames)
+        return ([closed] if closed else []), last
+
+    def _add_run(self, a: int, b: int) -> None:
+        closed, self._open = self._merge(self._open, a, b)
+        if closed:
+            self._closed.append(closed)
+
+    def _merge(self, last: tuple[float, float] | None, a: int, b: int):
+        """Frames [a, b) after region `last` -> (the region this closes or None, the last region)."""
+        start, end = max(0.0, a * self.frame_s - self.pad_s), b * self.frame_s + self.pad_s
+        if last is not None and start <= last[1]:
+            return None, (last[0], max(last[1], end))
+        return last, (start, end)

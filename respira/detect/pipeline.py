@@ -21,7 +21,7 @@ import numpy as np
 from respira.detect import checkpoint as ckpt
 from respira.detect.config import DetectConfig
 from respira.detect.events import Event
-from respira.detect.gate import Levels, frame_levels, frame_samples, loud, padded_regions, runs
+from respira.detect.gate import ActiveTime, Levels, frame_levels, frame_samples, loud, runs
 from respira.detect.segment import find_bursts
 from respira.detect.state import Chunk, FileResult, StreamState
 from respira.errors import ModelError
@@ -78,6 +78,7 @@ class StreamDetector:
 
     `feed` returns the events that became final with its block; they are the first `released`
     of finish().events (counted from the start of the recording, also after resuming a state).
+    `active_s`: the seconds within gate_pad_s of a loud frame so far (finish().active_s at the end).
     """
 
     def __init__(self, scorer: Scorer, cfg: DetectConfig, *, file: str = "", state: StreamState | None = None) -> None:
@@ -94,6 +95,13 @@ class StreamDetector:
         self.state = state or StreamState()
         self.released = 0  # events returned by feed so far
         self._settled = 0  # the frames before this one hold only released bursts
+        self._active = ActiveTime(frame_s=self.frame / self.sr, pad_s=cfg.gate_pad_s)
+        for c in self.state.chunks:  # a resumed state: the frames seen so far
+            self._active.add(loud(Levels(self._active.frames, c.db, c.floor), cfg=cfg))
+
+    @property
+    def active_s(self) -> float:
+        return self._active.seconds(self.state.samples / self.sr)
 
     def feed(self, block: np.ndarray) -> list[Event]:
         """Process the next block [samples] float32 at the scorer's sample rate; returns the events
@@ -111,14 +119,11 @@ class StreamDetector:
         """Flush the last frames and windows; the events of the whole recording."""
         levels = frame_levels(np.zeros(0, np.float32), sr=self.sr, state=self.state.gate, cfg=self.cfg, final=True)
         self._advance(np.zeros(0, np.float32), levels, final=True)
-        s, cfg = self.state, self.cfg
         all_levels, scores = self._recent(0, 0)
-        duration = s.samples / self.sr
-        regions = padded_regions(loud(all_levels, cfg=cfg), first=0, frame_s=self.frame / self.sr, pad_s=cfg.gate_pad_s)
-        active = sum(max(0.0, min(b, duration) - a) for a, b in regions)
+        duration = self.state.samples / self.sr
         candidates = self._candidates(all_levels, scores, first_window=0, duration=duration)
         return FileResult(self.file, tuple(candidates), scores.astype(np.float16), self.hop / self.sr, self.window_s,
-                          duration, active, cfg.threshold)
+                          duration, self.active_s, self.cfg.threshold)
 
     # internals
 
@@ -131,7 +136,9 @@ class StreamDetector:
         s = self.state
         s.samples += len(block)
         s.buffer = np.concatenate([s.buffer, block])
-        s.loud_tail = np.concatenate([s.loud_tail, loud(levels, cfg=self.cfg)])
+        flags = loud(levels, cfg=self.cfg)
+        self._active.add(flags)
+        s.loud_tail = np.concatenate([s.loud_tail, flags])
         frames = s.gate.frames
         if final:
             last = self._n_windows()

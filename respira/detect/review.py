@@ -28,11 +28,10 @@ def write_review(
     durations: Mapping[str, float],
     out_dir: str | os.PathLike,
     threshold: float,
-    ignore_around_s: float,
     top: int = 10,
 ) -> Path:
     """OUT_DIR/index.html and a PNG per sheet: the `top` highest-scoring false alarms of `m`
-    (`respira.detect.evaluate.match_detections`, with zones of `ignore_around_s`) at `threshold`
+    (`respira.detect.evaluate.match_detections`, with its ignore zones) at `threshold`
     and the `top` annotated events it misses (lowest best score first). durations: seconds per
     manifest file. Returns the page's path."""
     alarms, missed = false_alarms_at(m, threshold).head(top), missed_at(m, threshold).head(top)
@@ -53,7 +52,7 @@ def write_review(
                            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         sections.append(f"<h2>{heading} ({len(figures)})</h2>\n" + ("\n".join(figures) or "<p>None.</p>"))
     page = out / "index.html"
-    page.write_text(_PAGE.format(span=SPAN_S, threshold=threshold, ignore=ignore_around_s, body="\n".join(sections)), encoding="utf-8")
+    page.write_text(_PAGE.format(span=SPAN_S, threshold=threshold, ignore=m.ignore_around_s, body="\n".join(sections)), encoding="utf-8")
     return page
 
 

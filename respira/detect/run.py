@@ -15,63 +15,71 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from respira.audio import Failure, find_audio_files, read_infos
 from respira.detect import checkpoint
-from respira.detect.config import DetectConfig
-from respira.detect.events import write_audacity, write_events_csv, write_events_json, write_raven
-from respira.detect.pipeline import Scorer, detect_file
+from respira.detect.config import DetectConfig, detect_config
+from respira.detect.events import Event, write_audacity, write_events_csv, write_events_json, write_raven
+from respira.detect.pipeline import Scorer, check_scorer, detect_file
 from respira.detect.state import FileResult
 from respira.detect.report import night_report_html, summary, timeline_png
-from respira.errors import RespiraError
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A file that could not be processed, and why (a message that names the file)."""
-
-    file: str
-    reason: str
-
-    @classmethod
-    def of(cls, file: str, error: Exception | str) -> Failure:
-        text = str(error)
-        return cls(file, text if file in text else f"{file}: {text}")
+from respira.errors import ConfigError, RespiraError
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """The files done (in input order), those that failed, and the summary written."""
+    """The files done (in input order), those that failed, the settings used and the summary written."""
 
     results: list[FileResult]
     failures: list[Failure]
     summary: dict
     out_dir: Path
+    cfg: DetectConfig
+
+    @property
+    def events(self) -> list[Event]:
+        return [e for r in self.results for e in r.events]
 
 
-def find_audio(paths: Sequence[str | os.PathLike]) -> tuple[list[tuple[str, float]], list[Failure]]:
-    """(file, duration in s) for the files given and the audio files under given folders (sorted,
-    by extension); a missing path or a file whose header cannot be read is a Failure."""
-    from respira import audio
+def detect(
+    paths: Sequence[str | os.PathLike],
+    *,
+    out: str | os.PathLike,
+    model: str = "cough",
+    settings: Mapping[str, Any] | None = None,
+    resume: bool = True,
+    device: str = "cpu",
+    progress: Callable[[float, float], None] | None = None,
+) -> RunResult:
+    """Find events in the audio files and folders `paths` (`respira.audio.find_audio_files`) with
+    `model` (a built-in name or a bundle path) and write every output to `out` (see the module
+    docstring); a file that cannot be read is a Failure, the others are still done.
 
-    found: list[str] = []
-    failures: list[Failure] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in audio.AUDIO_EXTENSIONS)
-        elif p.is_file():
-            found.append(str(p))
-        else:
-            failures.append(Failure.of(str(p), "no such file or folder"))
-    files = []
-    for f in dict.fromkeys(found):
-        try:
-            files.append((f, audio.info(f, check=False).duration_s))
-        except RespiraError as e:
-            failures.append(Failure.of(f, e))
-    return files, failures
+    settings: DetectConfig keys over the model's decision threshold, e.g. {"threshold": 0.9}
+    (`respira.detect.config.detect_settings` reads them from FILE.yaml and `--set`).
+    progress(seconds, total): `seconds` of audio just processed, of `total` in all files.
+    ConfigError when `paths` hold no audio file; ModelError when the model cannot detect.
+    """
+    from respira.inference import load_model
+
+    scorer = load_model(model, device=device)
+    check_scorer(scorer)
+    cfg = detect_config(scorer, settings)
+    files, missing = find_audio_files(paths)
+    infos, unreadable = read_infos(files, check=False)
+    if not files and not missing:
+        raise ConfigError(f"no audio files found in {', '.join(map(str, paths))}")
+    total = sum(i.duration_s for i in infos)
+
+    def advance(seconds: float) -> None:
+        progress(seconds, total)
+
+    return run_detect([i.path for i in infos], scorer, cfg, out, model=model, resume=resume,
+                      progress=advance if progress is not None else None, skipped=missing + unreadable)
 
 
 def run_detect(
@@ -89,7 +97,7 @@ def run_detect(
 
     model: the model's name as given (recorded in the outputs) and part of the resume
     identity together with the bundle's file when `model` names one. A file that cannot be
-    read is recorded as a Failure and skipped; `skipped`: failures found before (by `find_audio`),
+    read is recorded as a Failure and skipped; `skipped`: failures found before (by `detect`),
     recorded with them in params.json.
     """
     out = Path(out_dir)
@@ -101,12 +109,11 @@ def run_detect(
         except (RespiraError, OSError) as e:
             failures.append(Failure.of(file, e))
     info = summary(results, model=model, cfg=cfg)
-    _write_outputs(results, info, out)
     params = {"inputs": list(files), "model": model, "threshold": cfg.threshold, "sample_rate": int(scorer.sample_rate),
               "window_s": float(cfg.window_s or scorer.clip_seconds), "resume": resume, "settings": cfg.to_dict(),
               "failed": [{"file": f.file, "error": f.reason} for f in failures]}
-    (out / "params.json").write_text(json.dumps(params, indent=1), encoding="utf-8")
-    return RunResult(results, failures, info, out)
+    write_night(results, out, info=info, params=params)
+    return RunResult(results, failures, info, out, cfg)
 
 
 def _one(file: str, scorer: Scorer, cfg: DetectConfig, progress_dir: Path, *, model: str, resume: bool,
@@ -136,7 +143,9 @@ def _key(file: str, scorer: Scorer, cfg: DetectConfig, *, model: str) -> str:
     return f"{Path(file).stem}-{digest}"
 
 
-def _write_outputs(results: list[FileResult], info: dict, out: Path) -> None:
+def write_night(results: Sequence[FileResult], out: Path, *, info: dict, params: dict) -> None:
+    """Every output of a night in `out`: events.csv, candidates.csv, events.json, an Audacity and a
+    Raven label track and a timeline per file, summary.json (`info`), report.html, params.json (`params`)."""
     events = [e for r in results for e in r.events]
     write_events_csv(events, out / "events.csv")
     write_events_csv([e for r in results for e in r.candidates], out / "candidates.csv")
@@ -147,6 +156,7 @@ def _write_outputs(results: list[FileResult], info: dict, out: Path) -> None:
         timeline_png(r, out / "timeline" / f"{stem}.png")
     (out / "summary.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     night_report_html(info, results, out)
+    (out / "params.json").write_text(json.dumps(params, indent=1), encoding="utf-8")
 
 
 def unique_stems(files: Sequence[str]) -> list[str]:

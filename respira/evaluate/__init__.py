@@ -4,9 +4,7 @@ The package is callable: ``respira.evaluate(model, manifest, out_dir=...)`` runs
 (`respira.evaluate.job.evaluate`), the same as ``respira evaluate``.
 """
 
-import sys
-import types
-
+from respira.callable_module import callable_module
 from respira.evaluate.confound import confound_check
 from respira.evaluate.job import Evaluation, evaluate
 from respira.evaluate.metrics import (
@@ -34,12 +32,4 @@ __all__ = [
 ]
 
 
-class _CallablePackage(types.ModuleType):
-    """This package as a function: `import respira` finds the sub-package respira.evaluate under the
-    name of the job, so calling the package runs the job."""
-
-    def __call__(self, *args: object, **kwargs: object) -> Evaluation:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
+callable_module(__name__, evaluate)

@@ -10,28 +10,24 @@ message (the traceback goes to the server log only).
 
 from __future__ import annotations
 
-import hmac
 import io
-import logging
-import math
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException
 
 from respira import __version__
-from respira.errors import ConfigError, RespiraError
-from respira.inference import Model, load_model
+from respira.detect.pipeline import check_scorer
+from respira.errors import ModelError
+from respira.inference import Model
 from respira.server import jobs
-from respira.server.api_errors import ApiError
+from respira.server.api_errors import ApiError, add_error_handlers, token_check
+from respira.server.models import load_models, model_info
 from respira.server.schemas import Detection, ErrorBody, Health, ModelInfo, Prediction
 from respira.server.settings import ServerSettings
 from respira.server.uploads import FIELD, receive_upload
@@ -45,8 +41,6 @@ PAGE_HEADERS = {
     "Cache-Control": "no-cache",
 }
 """The page loads nothing from elsewhere: images come as data URLs, recordings as blob URLs."""
-
-_log = logging.getLogger("respira.server")
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -90,7 +84,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                   description="Classify coughs and other respiratory sounds in audio clips, and count "
                               "coughs in long recordings.")
     app.state.settings, app.state.models = settings, models
-    _add_error_handlers(app)
+    add_error_handlers(app)
 
     def pick(name: str | None) -> Model:
         model = models.get(name or default)
@@ -104,7 +98,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         return {"status": "ok", "models": list(models)}
 
     api = APIRouter(prefix="/api/v1", responses=_ERRORS,
-                    dependencies=[Depends(_token_check(settings.token))] if settings.token else [])
+                    dependencies=[Depends(token_check(settings.token))] if settings.token else [])
 
     @api.get("/models", response_model=list[ModelInfo], tags=["models"])
     async def list_models() -> list[dict]:
@@ -137,16 +131,18 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     ) -> dict:
         """Find coughs in a long recording (up to max_detect_s seconds): events and counts per hour."""
         chosen = pick(model)
-        if chosen.task != "classification" or chosen.positive is None:
-            raise ApiError(400, f"model {chosen.name!r} cannot detect events: it needs a binary model with a "
-                                f"positive class, and this one has classes {list(chosen.classes)}")
+        try:
+            check_scorer(chosen)
+        except ModelError as e:
+            raise ApiError(400, f"model {chosen.name!r}: {e}") from None
+        asked = {**settings.detect, **({} if threshold is None else {"threshold": threshold})}
         async with pool.admit():
             with tempfile.TemporaryDirectory(prefix="respira-upload-") as private:
                 path = Path(private) / "upload"
                 with open(path, "wb") as f:
                     await receive_upload(request, f.write, limit=settings.max_upload_bytes)
                 return await pool.run(jobs.detect, chosen, path, max_s=settings.max_detect_s, images=images,
-                                      threshold=threshold)
+                                      settings=asked)
 
     app.include_router(api)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -156,75 +152,3 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
     return app
-
-
-def load_models(names: tuple[str, ...]) -> dict[str, Model]:
-    """Built-in names or bundle paths -> {model name: Model}, in order; ConfigError when two share a name."""
-    models: dict[str, Model] = {}
-    for name in names:
-        model = load_model(name)
-        if model.name in models:
-            raise ConfigError(f"two models are named {model.name!r} ({name}); rename one bundle file")
-        models[model.name] = model
-    return models
-
-
-def model_info(model: Model) -> dict:
-    return {
-        "name": model.name, "task": model.task, "classes": list(model.classes), "positive": model.positive,
-        "threshold": float(model.meta.thresholds["decision"]), "sample_rate": model.sample_rate,
-        "clip_seconds": model.clip_seconds, "metrics": _finite(model.meta.provenance.get("metrics", {})),
-    }
-
-
-def _finite(value: Any) -> Any:
-    """JSON-safe copy: NaN and infinities (which JSON cannot carry) become null."""
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _token_check(token: str):
-    """A dependency that lets a request through only with ``Authorization: Bearer <token>``."""
-    bearer = HTTPBearer(auto_error=False, description="The server's API token (respira serve --token).")
-    challenge = {"WWW-Authenticate": "Bearer"}
-
-    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if credentials is None:
-            raise ApiError(401, "missing API token: send the header 'Authorization: Bearer <token>'", headers=challenge)
-        if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise ApiError(401, "wrong API token", headers=challenge)
-
-    return check
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    def answer(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, e: ApiError) -> JSONResponse:
-        return answer(e.status, e.message, e.headers)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
-        return answer(e.status_code, str(e.detail), e.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_parameter(request: Request, e: RequestValidationError) -> JSONResponse:
-        problems = ["{} {!r}: {}".format(err["loc"][0], ".".join(map(str, err["loc"][1:])), err["msg"])
-                    for err in e.errors()]
-        return answer(422, "bad request: " + "; ".join(problems))
-
-    @app.exception_handler(RespiraError)
-    async def respira_error(request: Request, e: RespiraError) -> JSONResponse:
-        return answer(422, str(e))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, e: Exception) -> JSONResponse:
-        _log.exception("unexpected error in %s %s", request.method, request.url.path)
-        return answer(500, "internal server error (see the server log)")

@@ -6,16 +6,17 @@ Both go through the same core as the CLI and the Python API (`Model.predict`,
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import io
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from respira.errors import AudioError
 from respira.inference import Model
 from respira.server.api_errors import ApiError
+from respira.server.images import clip_images, data_url, timeline_png
 
 DECODE_BLOCK_S = 30.0
 """Seconds decoded at a time while checking the length of a /predict upload."""
@@ -45,15 +46,17 @@ def predict(model: Model, data: bytes, *, max_s: float, images: bool) -> dict:
     return answer
 
 
-def detect(model: Model, path: Path, *, max_s: float, images: bool, threshold: float | None = None) -> dict:
+def detect(model: Model, path: Path, *, max_s: float, images: bool, settings: Mapping[str, Any] | None = None) -> dict:
     """The audio file `path` (a private temporary copy of the upload) -> the /detect answer:
-    events with score >= `threshold` (None: the model's decision threshold, as `respira detect`),
-    counts and, with `images`, the score timeline as a PNG data URL."""
+    events with score >= the threshold (the model's decision threshold unless `settings`, a
+    mapping of DetectConfig keys, says otherwise; as `respira detect`), counts, the settings
+    used and, with `images`, the score timeline as a PNG data URL."""
     from respira import audio
-    from respira.detect import DetectConfig, detect_file
+    from respira.detect import detect_file
+    from respira.detect.config import detect_config
     from respira.detect.report import summary
 
-    cfg = DetectConfig(threshold=float(model.meta.thresholds["decision"]) if threshold is None else threshold)
+    cfg = detect_config(model, settings)
     try:
         header = audio.info(path, check=False)
         _check_length(header.duration_s, max_s=max_s)
@@ -68,9 +71,10 @@ def detect(model: Model, path: Path, *, max_s: float, images: bool, threshold: f
         "threshold": cfg.threshold,
         "events": [{k: v for k, v in e.to_dict().items() if k != "file"} for e in result.events],
         "summary": {k: totals[k] for k in SUMMARY_KEYS},
+        "settings": cfg.to_dict(),
     }
     if images:
-        answer["images"] = {"timeline": data_url(_timeline_png(result))}
+        answer["images"] = {"timeline": data_url(timeline_png(result))}
     return answer
 
 
@@ -89,31 +93,6 @@ def decode(data: bytes, *, sr: int, max_s: float) -> np.ndarray:
     except AudioError as e:
         raise ApiError(415, _upload_message(str(e))) from None
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-
-
-def clip_images(y: np.ndarray, model: Model, probabilities: dict[str, float] | None) -> dict[str, str]:
-    """Waveform, MFCC and log-mel (the model's feature settings) and the probabilities as PNG data URLs."""
-    import torch
-
-    from respira.features import log_mel, mfcc
-    from respira.plots import probabilities_png, spectrogram_png, waveform_png
-
-    cfg = model.feature_config
-    with torch.inference_mode():
-        mel = log_mel(y, cfg).numpy()
-        coefficients = mfcc(y, cfg).numpy()
-    pngs = {
-        "waveform": waveform_png(y, sr=model.sample_rate),
-        "mfcc": spectrogram_png(coefficients, cfg=cfg, kind="mfcc"),
-        "mel": spectrogram_png(mel, cfg=cfg, kind="mel"),
-    }
-    if probabilities:
-        pngs["probabilities"] = probabilities_png(probabilities)
-    return {name: data_url(png) for name, png in pngs.items()}
-
-
-def data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _check_length(seconds: float, *, max_s: float) -> None:
@@ -146,11 +125,3 @@ def _duration(seconds: float) -> str:
 def _upload_message(message: str, *, name: str = "<bytes>") -> str:
     """A decoder message about the upload, naming it "upload" instead of a buffer or a temporary path."""
     return message.replace(name, "upload") if name in message else f"upload: {message}"
-
-
-def _timeline_png(result) -> bytes:
-    from respira.detect.report import timeline_figure
-
-    buffer = io.BytesIO()
-    timeline_figure(result).savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()

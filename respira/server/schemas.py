@@ -69,4 +69,5 @@ class Detection(BaseModel):
     threshold: float
     events: list[DetectedEvent]
     summary: DetectSummary
+    settings: dict[str, Any] = Field(description="Every detector setting used (respira.detect.DetectConfig).")
     images: dict[str, str] | None = Field(None, description="with images=true: the timeline as a data URL")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from respira.errors import ConfigError
 
@@ -21,7 +23,9 @@ class ServerSettings:
     every /api request needs ``Authorization: Bearer <token>`` (the page, /health and the docs
     stay open); None reads RESPIRA_API_TOKEN (empty = no token). workers: requests analysed
     at once (threads); max_queue: requests allowed to wait for a worker before 503 (their
-    uploads sit in memory). host/port: where `respira serve` binds.
+    uploads sit in memory). host/port: where `respira serve` binds. detect: the detector's
+    settings for /detect (DetectConfig keys over each model's decision threshold; a request's
+    `threshold` wins), as `respira.detect.config.detect_settings` reads them from --config/--set.
     """
 
     models: tuple[str, ...] = ("cough",)
@@ -33,8 +37,13 @@ class ServerSettings:
     max_queue: int = 32
     host: str = "127.0.0.1"
     port: int = 8000
+    detect: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from respira.detect.config import DetectConfig
+        from respira.settings import build
+
+        build(DetectConfig, self.detect, prefix="detect")  # ConfigError now for a bad setting
         object.__setattr__(self, "models", tuple(str(m) for m in self.models))
         token = os.environ.get(TOKEN_ENV) if self.token is None else self.token
         object.__setattr__(self, "token", token or None)

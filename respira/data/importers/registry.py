@@ -114,17 +114,10 @@ def audio_index(folder: Path) -> dict[str, Path]:
 
 
 def list_audio(folder: Path) -> list[Path]:
-    """Sorted audio files under `folder`, recursively, by `respira.audio.AUDIO_EXTENSIONS`; hidden ones skipped."""
-    from respira.audio import AUDIO_EXTENSIONS
+    """Sorted audio files under `folder`, recursively: `respira.audio.audio_files` (hidden ones skipped)."""
+    from respira.audio import audio_files
 
-    def is_audio(name: str) -> bool:
-        return not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
-
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found.extend(Path(root) / f for f in files if is_audio(f))
-    return sorted(found)
+    return audio_files(folder)
 
 
 def keep_existing(records: list[dict], fmt: str) -> list[dict]:

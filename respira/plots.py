@@ -8,6 +8,7 @@ Figures are 800 x 300 pixels (taller for many classes) with a tight layout.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -62,7 +63,8 @@ def spectrogram_png(
     """S [bins, frames] (log-mel in dB, or MFCC) -> PNG with time in seconds and a colorbar.
 
     kind "mel": the frequency axis is labelled in Hz at the mel band centres of ``cfg``;
-    kind "mfcc": the axis is the coefficient index.
+    kind "mfcc": the axis is the coefficient index, each coefficient drawn standardised over time
+    (`standardised_mfcc`).
     """
     return _finish(*_spectrogram_figure(S, cfg=cfg, kind=kind), path, title)
 
@@ -135,29 +137,63 @@ def _mel_axis(ax: Axes, bins: int, cfg: FeatureConfig) -> str:
 
 def _mfcc_axis(ax: Axes, bins: int, cfg: FeatureConfig) -> str:
     ax.set_ylabel("coefficient")
-    return "coefficient (dB)"
+    return "SD, per coefficient over time"
 
 
-_AXES: dict[str, Callable[[Axes, int, FeatureConfig], str]] = {"mel": _mel_axis, "mfcc": _mfcc_axis}
-"""Spectrogram kind -> labels its frequency axis and returns the colorbar label."""
+def standardised_mfcc(S: np.ndarray) -> np.ndarray:
+    """MFCC [coefficients, frames] -> each coefficient standardised over time (mean 0, SD 1; a
+    constant one -> 0), float32.
 
-_CMAPS = {"mel": "magma", "mfcc": "coolwarm"}
+    Drawn as they are, coefficient 0 (the log energy, far below the rest) stretches the colour
+    scale so that every other coefficient is one colour. Leaving it out would not do:
+    coefficient 1 (the spectral tilt) still spans several times the range of the higher ones, and
+    the loudness envelope would be lost. Standardised, as speech front ends normalise cepstra,
+    every coefficient, 0 included, shows how it moves over the clip; their absolute sizes, which
+    one colour scale could not show anyway, are what is given up.
+    """
+    S = np.asarray(S, dtype=np.float64)
+    centred = S - S.mean(axis=1, keepdims=True)
+    sd = centred.std(axis=1, keepdims=True)
+    return np.divide(centred, sd, out=np.zeros_like(centred), where=sd > 0).astype(np.float32)
+
+
+MFCC_SD_RANGE = 3.0
+"""The MFCC colour scale spans +-this many standard deviations of each coefficient."""
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How a spectrogram kind is drawn. axis: labels the bins axis and returns the colorbar label;
+    values: S -> the values drawn; limits: their colour scale (None: their range)."""
+
+    axis: Callable[[Axes, int, FeatureConfig], str]
+    cmap: str
+    values: Callable[[np.ndarray], np.ndarray] = np.asarray
+    limits: tuple[float, float] | None = None
+
+
+_KINDS = {
+    "mel": _Kind(_mel_axis, "magma"),
+    "mfcc": _Kind(_mfcc_axis, "coolwarm", standardised_mfcc, (-MFCC_SD_RANGE, MFCC_SD_RANGE)),
+}
 
 
 def _spectrogram_figure(S: np.ndarray, *, cfg: FeatureConfig, kind: str, t0: float = 0.0) -> tuple[Figure, Axes]:
-    if kind not in _AXES:
-        raise ConfigError(f"spectrogram_png: kind must be one of {', '.join(_AXES)}, got {kind!r}")
+    if kind not in _KINDS:
+        raise ConfigError(f"spectrogram_png: kind must be one of {', '.join(_KINDS)}, got {kind!r}")
     S = np.asarray(S, dtype=np.float32)
     if S.ndim != 2 or 0 in S.shape:
         raise DataError(f"spectrogram_png: expected non-empty [bins, frames], got shape {S.shape}")
     bins, frames = S.shape
+    drawn = _KINDS[kind]
+    vmin, vmax = drawn.limits or (None, None)
     fig = _new_figure(HEIGHT_IN)
     ax = fig.add_subplot()
     image = ax.imshow(
-        S, origin="lower", aspect="auto", interpolation="nearest", cmap=_CMAPS[kind],
-        extent=(t0, t0 + frames * cfg.hop_length / cfg.sample_rate, -0.5, bins - 0.5),
+        drawn.values(S), origin="lower", aspect="auto", interpolation="nearest", cmap=drawn.cmap,
+        vmin=vmin, vmax=vmax, extent=(t0, t0 + frames * cfg.hop_length / cfg.sample_rate, -0.5, bins - 0.5),
     )
-    fig.colorbar(image, ax=ax, label=_AXES[kind](ax, bins, cfg), pad=0.01)
+    fig.colorbar(image, ax=ax, label=drawn.axis(ax, bins, cfg), pad=0.01)
     ax.set_xlabel("time (s)")
     return fig, ax
 

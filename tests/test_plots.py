@@ -101,3 +101,38 @@ def test_bad_inputs_raise_typed_errors():
         plots.spectrogram_png(np.zeros((40, 10)), cfg=cfg)
     with pytest.raises(DataError, match="no probabilities"):
         plots.probabilities_png({})
+
+
+def alternating_tones(seconds: float = 2.0, sr: int = 16000) -> np.ndarray:
+    """300 Hz and 3 kHz taking turns every 0.25 s, louder in the second half: structure in every coefficient."""
+    t = np.arange(int(sr * seconds)) / sr
+    hz = np.where((t * 4).astype(int) % 2 == 0, 300.0, 3000.0)
+    gain = np.where(t < seconds / 2, 0.1, 0.4)
+    noise = 0.005 * np.random.default_rng(0).standard_normal(t.size)
+    return (gain * np.sin(2 * np.pi * np.cumsum(hz) / sr) + noise).astype(np.float32)
+
+
+def test_the_mfcc_colour_scale_spans_every_coefficient_not_only_the_energy():
+    cfg = FeatureConfig()
+    S = mfcc(alternating_tones(), cfg).numpy()
+    raw_share = np.ptp(S[1:], axis=1) / np.ptp(S)  # of one colour scale over S as it is
+    assert np.median(raw_share) < 0.15  # coefficient 0 would squash the rest into a few colours
+    fig, ax = plots._spectrogram_figure(S, cfg=cfg, kind="mfcc")
+    image = ax.images[0]
+    drawn, (low, high) = np.asarray(image.get_array()), image.get_clim()
+    assert drawn.shape == S.shape and (low, high) == (-plots.MFCC_SD_RANGE, plots.MFCC_SD_RANGE)
+    share = np.ptp(np.clip(drawn[1:], low, high), axis=1) / (high - low)
+    assert share.min() > 0.4, share  # every higher coefficient spans a good part of the colours
+    tone_a = (np.arange(S.shape[1]) * cfg.hop_length / cfg.sample_rate * 4).astype(int) % 2 == 0
+    moved = np.abs(drawn[:, tone_a].mean(axis=1) - drawn[:, ~tone_a].mean(axis=1))
+    assert (moved[1:] > 0.5).mean() > 0.5  # the alternation shows in most of them
+    assert ax.get_ylabel() == "coefficient" and fig.axes[1].get_ylabel() == "SD, per coefficient over time"
+
+
+def test_standardised_mfcc_rows_have_mean_0_and_sd_1_and_a_constant_row_is_0(rng):
+    S = np.vstack([rng.normal(-300, 40, 50), rng.normal(5, 0.5, 50), np.full(50, 7.0)])
+    z = plots.standardised_mfcc(S)
+    assert z.dtype == np.float32
+    np.testing.assert_allclose(z[:2].mean(axis=1), 0, atol=1e-6)
+    np.testing.assert_allclose(z[:2].std(axis=1), 1, atol=1e-5)
+    assert not z[2].any()

@@ -145,7 +145,7 @@ def test_evaluate_binary_model_on_a_three_label_manifest(capsys, model_path, man
 
 def test_evaluate_all_rows_and_unknown_labels(capsys, manifest, tmp_path):
     multi = tiny_bundle(tmp_path / "multi.respira", classes=("cough", "laugh"), positive=None)
-    code, _, err = run(capsys, "evaluate", multi, manifest, "-o", tmp_path / "e1")
+    code, _, err = run(capsys, "evaluate", multi, manifest, "-o", tmp_path / "e1", "--strict")
     assert code == 2 and "'speech'" in err and "not classes of model" in err
     three = tiny_bundle(tmp_path / "three.respira", classes=("cough", "laugh", "sneeze", "speech"), positive=None)
     code, _, err = run(capsys, "evaluate", three, manifest, "-o", tmp_path / "e2", "--split", "all", "--n-boot", "0")

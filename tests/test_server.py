@@ -491,3 +491,14 @@ def test_serve_exits_2_when_a_model_is_missing(tmp_path, capsys):
         main(["serve", "--model", str(tmp_path / "absent.respira")])
     assert e.value.code == 2
     assert "absent.respira" in capsys.readouterr().err
+
+
+def test_the_mfcc_picture_shows_every_coefficient_and_says_it_is_standardised(client):
+    import matplotlib.image as mpimg
+
+    assert "MFCC, each coefficient standardised over time" in client.get("/").text
+    y = np.concatenate([tone(1.0, freq=300.0), 0.3 * tone(1.0, freq=3000.0, seed=1)])
+    images = client.post("/api/v1/predict?images=true", content=wav_bytes(y)).json()["images"]
+    rgb = mpimg.imread(io.BytesIO(png_of(images["mfcc"])), format="png")[..., :3]
+    blue, red = (rgb[..., 2] - rgb[..., 0] > 0.25).mean(), (rgb[..., 0] - rgb[..., 2] > 0.25).mean()
+    assert blue > 0.1 and red > 0.1, (blue, red)  # drawn raw, coefficient 0 alone was blue

@@ -20,20 +20,24 @@ def evaluate_command(
     n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Bootstrap resamples for the 95% intervals: of the "
                                "manifest's subjects with all their rows when it names any, else of rows."),
     batch_size: int = typer.Option(32, min=1, help="Windows scored at once."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse rows whose labels the model does not know "
+                                "(by default they are left out with a warning)."),
 ) -> None:
     """Evaluate a model on a manifest. A binary model scores its positive class against every other
-    label; unreadable rows are listed on stderr and left out."""
+    label; rows with labels the model does not know, and unreadable rows, are named on stderr and left out."""
     from respira.evaluate import evaluate
 
-    result = evaluate(model, manifest, out_dir=out, split=split, n_boot=n_boot, batch_size=batch_size,
-                      progress=True, log=_note)
+    result = evaluate(model, manifest, out_dir=out, split=split, strict=strict, n_boot=n_boot,
+                      batch_size=batch_size, progress=True, log=_note)
     if result.failures:
         _note("\n".join(f"unreadable, left out: {failure}" for failure in result.failures))
     headline = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     console.print(json.dumps(headline, indent=1), markup=False, highlight=False, soft_wrap=True)
-    unreadable = f", {len(result.failures)} unreadable left out" if result.failures else ""
+    unknown = sum(result.metrics["left_out_labels"].values())
+    left_out = (f", {unknown} with unknown labels left out" if unknown else "") + (
+        f", {len(result.failures)} unreadable left out" if result.failures else "")
     console.print(f"wrote {out / 'metrics.json'} and {out / 'report.md'} ({result.metrics['data']['n']} rows"
-                  f"{unreadable})", markup=False, highlight=False, soft_wrap=True)
+                  f"{left_out})", markup=False, highlight=False, soft_wrap=True)
 
 
 def _note(text: str) -> None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,24 +27,27 @@ ALL_SPLITS = "all"
 
 @dataclass(frozen=True)
 class Evaluation:
-    """metrics: what metrics.json holds (see `evaluate_predictions`). failures: "row N: reason" for
-    each manifest row that could not be read and was left out."""
+    """metrics: what metrics.json holds (see `evaluate_predictions`), plus "left_out_labels" ({label: rows}
+    left out because the model does not know the label). failures: "row N: reason" for each manifest
+    row that could not be read and was left out."""
 
     metrics: dict
     failures: tuple[str, ...]
 
 
 def evaluate(model: Model | str | os.PathLike, manifest: pd.DataFrame | str | os.PathLike, *,
-             out_dir: str | os.PathLike, split: str = AUTO_SPLIT, n_boot: int = 1000, batch_size: int = 32,
-             progress: bool = False, log: Callable[[str], None] = print) -> Evaluation:
+             out_dir: str | os.PathLike, split: str = AUTO_SPLIT, strict: bool = False, n_boot: int = 1000,
+             batch_size: int = 32, progress: bool = False, log: Callable[[str], None] = print) -> Evaluation:
     """Score the rows of `manifest` (a path or a table) through `model` (a Model, a bundle path or a
     built-in name) and write metrics.json, report.md, predictions.csv and figures to `out_dir`.
 
     split: "auto" (the test rows when the manifest has any, else all), "all", or a split name.
-    A binary model scores its positive class against every other label. n_boot: bootstrap
-    resamples for the 95% intervals, of the manifest's subjects with all their rows when it names
-    any, else of rows. batch_size: windows scored at once. log gets a line saying which rows are
-    evaluated. Unreadable rows are left out and listed in `Evaluation.failures`.
+    A binary model scores its positive class against every other label; any other classifier
+    leaves out the rows whose label is none of its classes, with one logged warning, and counts
+    them in metrics["left_out_labels"]; strict: refuse them instead. n_boot: bootstrap resamples for the 95%
+    intervals, of the manifest's subjects with all their rows when it names any, else of rows.
+    batch_size: windows scored at once. log gets a line saying which rows are evaluated (and the
+    warning). Unreadable rows are left out and listed in `Evaluation.failures`.
     """
     from respira.data import read_manifest
     from respira.inference import Model, load_model
@@ -53,9 +57,12 @@ def evaluate(model: Model | str | os.PathLike, manifest: pd.DataFrame | str | os
     table = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     rows, note = select_rows(table, split, where=where)
     log(note)
+    rows, left_out = known_rows(rows, scorer, strict=strict, where=where)
+    if left_out:
+        log(_left_out_note(left_out))
     pred, failures = manifest_predictions(scorer, rows, batch_size=batch_size, progress=progress, where=where)
     metrics = evaluate_predictions(pred, out_dir=Path(out_dir), model_name=scorer.name, n_boot=n_boot)
-    return Evaluation(metrics=metrics, failures=tuple(failures))
+    return Evaluation(metrics=_record_left_out(metrics, left_out, out_dir=Path(out_dir)), failures=tuple(failures))
 
 
 def select_rows(table: pd.DataFrame, split: str, *, where: str) -> tuple[pd.DataFrame, str]:
@@ -73,6 +80,45 @@ def select_rows(table: pd.DataFrame, split: str, *, where: str) -> tuple[pd.Data
         present = sorted(set(splits) - {""}) if splits is not None else []
         raise DataError(f"{where}: no rows with split {split!r} (splits present: {', '.join(present) or 'none'})")
     return chosen, f"evaluating the {len(chosen)} {split} rows of {where} ({len(table)} rows in all)"
+
+
+def known_rows(rows: pd.DataFrame, model: Model, *, strict: bool = False, where: str = "manifest"
+               ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """(the rows whose label `model` knows, {label: rows} of those left out, most first).
+
+    Only a classifier of its own classes can meet a label it does not know: a binary model scores
+    its positive label against all others, a multilabel model reads a label naming none of its
+    classes as all negative, a regression model reads a column. strict: keep every row, so that
+    `manifest_predictions` refuses the unknown labels. DataError when no row is left.
+    """
+    if strict or model.task != "classification" or model.positive is not None:
+        return rows, {}
+    labels = rows["label"].fillna("").astype(str)
+    known = labels.isin(model.classes).to_numpy()
+    counts = labels[~known].value_counts()
+    left_out = {str(label): int(n) for label, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+    if not known.any():
+        raise DataError(f"{where}: none of the {len(rows)} rows has a label model {model.name!r} knows "
+                        f"({', '.join(model.classes)}); labels: {_counts(left_out)}")
+    return rows[known], left_out
+
+
+def _left_out_note(left_out: dict[str, int]) -> str:
+    """The warning for rows left out for their labels ({label: rows})."""
+    n = sum(left_out.values())
+    return (f"left out {n} row{'s' if n != 1 else ''} whose labels the model does not know: "
+            f"{_counts(left_out)} (use --strict to refuse)")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{label or '(empty)'} {n}" for label, n in counts.items())
+
+
+def _record_left_out(metrics: dict, left_out: dict[str, int], *, out_dir: Path) -> dict:
+    """metrics with "left_out_labels", written back to out_dir/metrics.json."""
+    metrics = {**metrics, "left_out_labels": left_out}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    return metrics
 
 
 def manifest_predictions(model: Model, rows: pd.DataFrame, *, batch_size: int = 32, progress: bool = False,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from respira.errors import ModelError
-from respira.tasks import POOLINGS, TASK_NAMES
+from respira.tasks import POOLINGS, TASK_NAMES, TASKS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -95,20 +95,22 @@ def _problems(meta: BundleMeta) -> list[str]:
     n = len(meta.classes)
     params = meta.model.get("params", {}) if isinstance(meta.model, Mapping) else {}
     n_out = params.get("n_classes")
+    task = TASKS.get(meta.task)
+    binary = task is not None and task.exclusive and n == 2
+    fewest = task.min_classes if task is not None else 0
     rules = [
-        (meta.task in TASK_NAMES, f"task must be one of {', '.join(TASK_NAMES)}, got {meta.task!r}"),
+        (task is not None, f"task must be one of {', '.join(TASK_NAMES)}, got {meta.task!r}"),
         (meta.pooling in POOLINGS, f"pooling must be one of {', '.join(POOLINGS)}, got {meta.pooling!r}"),
         (len(set(meta.classes)) == n, f"class names repeat: {list(meta.classes)}"),
-        (meta.task != "regression" or n == 1, f"a regression bundle names one target, got classes {list(meta.classes)}"),
-        (meta.task == "regression" or n >= 2 or meta.task == "multilabel" and n >= 1,
-         f"a {meta.task} bundle needs at least 2 classes, got {list(meta.classes)}"),
+        (task is None or not task.values or n == 1,
+         f"a {meta.task} bundle names one target, got classes {list(meta.classes)}"),
+        (n >= fewest, f"a {meta.task} bundle needs at least {fewest} class(es), got {list(meta.classes)}"),
         (meta.positive is None or meta.positive in meta.classes,
          f"positive class {meta.positive!r} is not one of the classes {list(meta.classes)}"),
-        (meta.positive is None or meta.task == "classification" and n == 2,
-         "a positive class is only meaningful for a 2-class classification bundle"),
+        (meta.positive is None or binary, "a positive class is only meaningful for a 2-class classification bundle"),
         (isinstance(meta.model, Mapping) and isinstance(meta.model.get("name"), str),
          "model must be {'name': ..., 'params': {...}}"),
-        (n_out is None or n_out == n or (meta.task == "classification" and n == 2 and n_out == 1),
+        (n_out is None or n_out == n or (binary and n_out == 1),
          f"model params n_classes={n_out} does not match {n} class(es)"),
         (meta.clip_seconds > 0, f"clip_seconds must be > 0, got {meta.clip_seconds}"),
         (isinstance(meta.thresholds, Mapping) and "decision" in meta.thresholds,

@@ -36,7 +36,12 @@ class Task:
     metric (one of `metrics`). output: the name of the exported ONNX graph's output. fields: the
     task's fields of a prediction record, after "file"; with_probabilities: whether a record (and
     its CSV) also gives a probability per class. values: one value per clip ([n]) instead of
-    probabilities per class ([n, classes]).
+    probabilities per class ([n, classes]). exclusive: a clip is exactly one of the classes (its
+    probabilities sum to 1), so the classes can be read off the labels and a two-class model is a
+    binary one with a positive class (`positive_index`; `data.positive`, the decision threshold,
+    the detector); else each class is present or not on its own (`independent`), or there are no
+    classes (`values`). min_classes: the fewest classes a model has (a `values` model has exactly
+    one, its target).
     activate: logits [batch, outputs] (torch) -> probabilities (values). inverse: pooled outputs ->
     what the loss takes in place of logits, so that the validation loss is that of the pooled outputs.
     targets: (labels, or the values of the target column; classes) -> training targets, float32
@@ -55,6 +60,8 @@ class Task:
     fields: tuple[str, ...]
     with_probabilities: bool
     values: bool
+    exclusive: bool
+    min_classes: int
     activate: Callable[[torch.Tensor], torch.Tensor]
     inverse: Callable[[torch.Tensor], torch.Tensor]
     targets: Callable[[pd.Series, Sequence[str]], np.ndarray]
@@ -63,6 +70,12 @@ class Task:
     pool_max: Callable[[np.ndarray, int | None], np.ndarray]
     record: Callable[..., dict]
     metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]]
+
+    @property
+    def independent(self) -> bool:
+        """Each class is present or not on its own (multilabel): the labels name the present ones,
+        so the classes must be named and are decided (thresholded) one by one."""
+        return not (self.exclusive or self.values)
 
     def pool(self, p: np.ndarray, *, pooling: str, positive_index: int | None) -> np.ndarray:
         """Window outputs [windows, outputs] -> the clip's output [outputs]: their mean, or `pool_max`."""
@@ -251,21 +264,21 @@ def _regression_metrics(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
 TASKS: dict[str, Task] = {
     "classification": Task(
         name="classification", losses=("ce",), metric="balanced_accuracy", output="probabilities",
-        fields=("label", "score"), with_probabilities=True, values=False,
+        fields=("label", "score"), with_probabilities=True, values=False, exclusive=True, min_classes=2,
         activate=lambda z: z.softmax(dim=-1), inverse=_log_probabilities, targets=_class_targets,
         truth=lambda y: y.argmax(axis=1), manifest_truth=_class_truth, pool_max=_class_max,
         record=_class_record, metrics=_classification_metrics,
     ),
     "multilabel": Task(
         name="multilabel", losses=("bce",), metric="macro_f1", output="probabilities",
-        fields=("labels",), with_probabilities=True, values=False,
+        fields=("labels",), with_probabilities=True, values=False, exclusive=False, min_classes=1,
         activate=lambda z: z.sigmoid(), inverse=_logit, targets=_multilabel_targets,
         truth=lambda y: y.astype(int), manifest_truth=_multilabel_truth, pool_max=_output_max,
         record=_multilabel_record, metrics=_multilabel_metrics,
     ),
     "regression": Task(
         name="regression", losses=("mae", "mse", "huber"), metric="mae", output="value",
-        fields=("value",), with_probabilities=False, values=True,
+        fields=("value",), with_probabilities=False, values=True, exclusive=False, min_classes=1,
         activate=_identity, inverse=_identity, targets=_regression_targets,
         truth=lambda y: y[:, 0], manifest_truth=_regression_truth, pool_max=_output_max,
         record=_regression_record, metrics=_regression_metrics,

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from respira.config import Config, apply_override, config_from_dict, load_config, save_config
+from respira.config import (
+    AugmentConfig, Config, DataConfig, SplitConfig, TaskConfig, TrainConfig, ValidationConfig, config_from_dict,
+    load_config, save_config,
+)
 from respira.errors import ConfigError
 from respira.features import FeatureConfig
+from respira.settings import apply_override
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIMAL = "data:\n  sources:\n    - {format: nonverbal, path: ../shared/data/nonverbal-vocalization}\n"
@@ -150,3 +154,19 @@ def test_background_mixing_needs_a_derived_binary_task() -> None:
     with pytest.raises(ConfigError, match="augment.background_p"):
         config_from_dict(raw)
     assert config_from_dict({**raw, "data": {**raw["data"], "positive": "cough"}}).augment.background_p == 0.5
+
+
+def test_sections_check_their_ranges_on_construction() -> None:
+    with pytest.raises(ConfigError, match=r"^train.lr: must be > 0, got -1$"):
+        TrainConfig(lr=-1)
+    with pytest.raises(ConfigError, match=r"^data.split.val: must be <= 0.9, got 1$"):
+        SplitConfig(val=1.0)
+    with pytest.raises(ConfigError, match=r"^augment.noise_p: must be <= 1, got 1.5$"):
+        dataclasses.replace(AugmentConfig(), noise_p=1.5)
+    with pytest.raises(ConfigError, match=r"^data.clip_seconds: must be > 0, got 0$"):
+        DataConfig(clip_seconds=0)
+    with pytest.raises(ConfigError, match=r"^task.label_smoothing: must be <= 0.5"):
+        TaskConfig(label_smoothing=0.6)
+    with pytest.raises(ConfigError, match=r"^validation.folds: must be >= 2, got 1$"):
+        ValidationConfig(folds=1)
+    assert TrainConfig(lr=2e-3).lr == 2e-3

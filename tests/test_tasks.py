@@ -81,3 +81,24 @@ def test_bundle_and_config_take_the_registry_s_names_and_losses():
         assert cfg.loss == task.losses[0]
     with pytest.raises(ConfigError, match="task.loss: a multilabel task takes bce"):
         config_from_dict({**needs["multilabel"], "task": {"type": "multilabel", "loss": "ce"}})
+
+
+def test_checks_outside_the_registry_follow_the_task_facts():
+    from respira.evaluate.report import _TASKS as REPORTS
+
+    facts = {name: (t.exclusive, t.independent, t.values, t.min_classes) for name, t in TASKS.items()}
+    assert facts == {"classification": (True, False, False, 2), "multilabel": (False, True, False, 1),
+                     "regression": (False, False, True, 1)}
+    assert set(REPORTS) == set(TASKS)  # every task type has its evaluation report
+    meta = dict(features={}, model={"name": "x", "params": {}}, clip_seconds=1.0)
+    for name, task in TASKS.items():
+        with pytest.raises(ModelError, match=f"a {name} bundle needs at least {task.min_classes} class"):
+            BundleMeta(**meta, task=name, classes=("a", "b", "c")[: task.min_classes - 1])
+        if task.exclusive:
+            assert BundleMeta(**meta, task=name, classes=("a", "b"), positive="b").positive == "b"
+        else:
+            with pytest.raises(ModelError, match="positive class is only meaningful"):
+                BundleMeta(**meta, task=name, classes=("a", "b")[: 1 if task.values else 2], positive="a")
+    with pytest.raises(ConfigError, match="data.positive: only a classification task"):
+        config_from_dict({"data": {"sources": [{"path": "m.csv"}], "classes": ["a"], "positive": "a"},
+                          "task": {"type": "multilabel"}})

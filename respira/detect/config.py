@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from respira.errors import ConfigError
+from respira.settings import build, read_settings
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,6 @@ def detect_settings(config_file: str | os.PathLike | None = None, overrides: Seq
     """The detector settings a user asks for, checked now: the `detect:` section of the YAML file
     `config_file`, then `detect.key=value` overrides, then `options` (command-line options such
     as threshold=0.9; None: not given). ConfigError names the key (or the option) at fault."""
-    from respira.settings import build, read_settings
-
     raw = read_settings(config_file, overrides, sections=("detect",))["detect"]
     build(DetectConfig, raw, prefix="detect")
     given = {k: v for k, v in options.items() if v is not None}
@@ -109,8 +108,6 @@ def detect_settings(config_file: str | os.PathLike | None = None, overrides: Seq
 def detect_config(scorer: Any, settings: Mapping[str, Any] | None = None, **defaults: Any) -> DetectConfig:
     """The DetectConfig a run of `scorer` uses: `settings` (from `detect_settings`, or any mapping of
     DetectConfig keys) over the model's decision threshold over the job's `defaults`."""
-    from respira.settings import build
-
     return build(DetectConfig, {**defaults, "threshold": model_threshold(scorer), **(settings or {})}, prefix="detect")
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from respira.evaluate.bootstrap import SUBJECT_BOOTSTRAP
 from respira.evaluate.confound import MIN_AUC, MIN_EXCESS, MIN_Z
 from respira.evaluate.metrics import MIN_N_CI
+from respira.tasks import TASKS
 
 #: headline rows, in order: (metrics.json key, name shown)
 HEADLINE: tuple[tuple[str, str], ...] = (
@@ -34,12 +35,11 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("spearman", "Spearman ρ"),
 )
 _NAMES = dict(HEADLINE)
-_STRATUM = {"classification": "class", "multilabel": "label combination"}  # regression: unstratified
 
 
 def render_report(metrics: dict, *, figures: list[tuple[str, str]]) -> str:
     """The Markdown report of `evaluate_predictions`' metrics; `figures` are (caption, file) beside it."""
-    params, data = metrics["params"], metrics["data"]
+    params = metrics["params"]
     lines = [f"# Evaluation report: {params['model'] or 'model'}", ""]
     lines += _summary(metrics)
     confound = metrics.get("confound")
@@ -89,7 +89,8 @@ def _summary(metrics: dict) -> list[str]:
 def _intervals(metrics: dict) -> str:
     """How the intervals were drawn: subjects (with all their rows) or rows, stratified by what, how many."""
     params = metrics["params"]
-    stratum = _STRATUM.get(params["task"])
+    task = TASKS[params["task"]]  # the resamples keep the shares of each class, or of each label combination
+    stratum = "class" if task.exclusive else "label combination" if task.independent else None
     if metrics["ci_method"] == SUBJECT_BOOTSTRAP:
         units = f"the {metrics['subjects']} subjects with all their rows"
         strata = f", stratified by {stratum} where a subject's rows share one" if stratum else ""
@@ -109,7 +110,7 @@ def _per_class(metrics: dict, params: dict) -> list[str]:
             for c, m in metrics["per_class"].items()
         ]
         return ["## Per class", ""] + _table(["class", "precision", "recall", "F1", "support"], rows)
-    if params["task"] == "multilabel":
+    if TASKS[params["task"]].independent:
         rows = [
             [f"`{c}`"]
             + [

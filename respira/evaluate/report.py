@@ -276,6 +276,8 @@ _CLASSIFICATION_FIGURES = [
     ("ROC", "roc.png"),
     ("Reliability", "calibration.png"),
 ]
+# task type -> its report builder: here rather than a field of respira.tasks.Task, which stays
+# free of the evaluation's metrics, figures and tables
 _TASKS: dict[str, Callable[..., _Outcome]] = {
     "classification": _classification,
     "multilabel": _multilabel,
@@ -288,8 +290,8 @@ def _of_rows(subjects: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None
 
 
 def _positive_name(pred: Predictions) -> str | None:
-    """The positive class of a two-class classification (classes[1] unless named); None otherwise."""
-    pos = positive_index(list(pred.classes), pred.positive) if pred.task == "classification" else None
+    """The positive class of a two-class task of exclusive classes (classes[1] unless named); None otherwise."""
+    pos = positive_index(list(pred.classes), pred.positive) if TASKS[pred.task].exclusive else None
     return None if pos is None else pred.classes[pos]
 
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from respira.config import AugmentConfig
 from respira.features import FeatureConfig, crop_or_pad, features
+from respira.tasks import TASKS
 
 X = Union[list, torch.Tensor, tuple]
 StepFn = Callable[[X, torch.Tensor, np.random.Generator], tuple[X, torch.Tensor]]
@@ -268,9 +269,9 @@ def sample_weights(targets: np.ndarray) -> np.ndarray:
 
 
 def class_weights(targets: np.ndarray, *, task: str) -> np.ndarray:
-    """Loss weights [outputs]: classification n / (classes x count) per class; multilabel negatives /
-    positives per class (BCE pos_weight)."""
+    """Loss weights [outputs]: exclusive classes n / (classes x count) per class; independent ones
+    (multilabel) negatives / positives per class (BCE pos_weight)."""
     positives = targets.sum(axis=0)
-    if task == "multilabel":
+    if TASKS[task].independent:
         return (len(targets) - positives) / np.maximum(positives, 1.0)
     return len(targets) / (targets.shape[1] * np.maximum(positives, 1.0))

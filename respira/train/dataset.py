@@ -67,7 +67,7 @@ class TrainingData:
         out: dict[str, dict[str, int]] = {}
         for split in ("train", "val", "test"):
             idx = self.rows(split)
-            if self.task != "regression":
+            if not TASKS[self.task].values:
                 out[split] = {c: int(self.targets[idx, i].sum()) for i, c in enumerate(self.outputs)} | {"n": len(idx)}
             else:
                 out[split] = {"n": len(idx)}
@@ -146,11 +146,12 @@ def select_rows(table: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, tuple[s
     if dropped:
         warnings.warn(f"{dropped} row(s) without a {column} value were left out", DataWarning, stacklevel=2)
     table = table.loc[usable].reset_index(drop=True)
-    if cfg.task.type == "regression":
+    task = TASKS[cfg.task.type]
+    if task.values:
         table["task_label"] = pd.to_numeric(table[column], errors="coerce")
         return table, (column,)
     labels = table[column].map(_label_text)
-    if cfg.task.type == "multilabel":
+    if task.independent:
         table["task_label"] = labels
         return table, tuple(data.classes or ())
     present = sorted(set(labels))
@@ -167,8 +168,9 @@ def select_rows(table: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, tuple[s
         table["original_label"] = labels.to_numpy()  # evaluation then reports each original label
         labels = labels.where(labels == data.positive, data.negative)
         classes = (data.negative, data.positive)
-    if len(set(labels)) < 2:
-        raise DataError(f"classification needs at least 2 classes with rows, found only {sorted(set(labels))}")
+    if len(set(labels)) < task.min_classes:
+        raise DataError(f"{task.name} needs at least {task.min_classes} classes with rows, "
+                        f"found only {sorted(set(labels))}")
     table["task_label"] = labels.to_numpy()
     return table, classes
 
@@ -196,7 +198,7 @@ def assign_splits(table: pd.DataFrame, cfg: Config) -> pd.DataFrame:
 def _split_main(table: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     split = cfg.data.split
     strata = table[DATASET_COLUMN].astype(str)  # every source spread over every side
-    if cfg.task.type != "regression":
+    if not TASKS[cfg.task.type].values:
         strata += "|" + table["task_label"].astype(str)
     table = table.assign(_strata=strata)
     out = split_by_subject(table, val=split.val, test=split.test, seed=split.seed, stratify="_strata",

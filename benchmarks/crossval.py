@@ -83,6 +83,7 @@ def pooled(runs: list[Path], out: Path, *, seed: int) -> dict:
     from respira.bundle import read_meta
     from respira.data import read_manifest
     from respira.evaluate import Predictions, evaluate_predictions
+    from respira.tasks import TASKS
 
     parts = []
     for run in runs:
@@ -96,9 +97,9 @@ def pooled(runs: list[Path], out: Path, *, seed: int) -> dict:
     manifest = pd.concat([r for r, _ in parts], ignore_index=True).drop(columns=["task_label"], errors="ignore")
     table = pd.concat([p for _, p in parts], ignore_index=True)
     classes = list(meta.classes)
-    if meta.task == "regression":
+    if TASKS[meta.task].values:
         values = table["value"].to_numpy(float) if "value" in table.columns else table["predicted"].to_numpy(float)
-        pred = Predictions(manifest=manifest, classes=classes, task="regression", proba=None, values=values,
+        pred = Predictions(manifest=manifest, classes=classes, task=meta.task, proba=None, values=values,
                            targets=manifest["label"].to_numpy(float))
     else:
         proba = table[[f"prob_{c}" for c in classes]].to_numpy(float)

@@ -91,7 +91,7 @@ def known_rows(rows: pd.DataFrame, model: Model, *, strict: bool = False, where:
     classes as all negative, a regression model reads a column. strict: keep every row, so that
     `manifest_predictions` refuses the unknown labels. DataError when no row is left.
     """
-    if strict or model.task != "classification" or model.positive is not None:
+    if strict or not TASKS[model.task].exclusive or model.positive is not None:
         return rows, {}
     labels = rows["label"].fillna("").astype(str)
     known = labels.isin(model.classes).to_numpy()

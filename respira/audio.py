@@ -2,7 +2,11 @@
 
 Decoders: soundfile (libsndfile: wav, flac, ogg/vorbis, ogg/opus, mp3, aiff) first, PyAV for
 webm, mp4/m4a, aac and as the fallback for anything libsndfile rejects. The container is
-sniffed from the first bytes, never trusted from the file name. Resampling is soxr "HQ"
+sniffed from the first bytes, never trusted from the file name. Damaged files are read up to the
+damage (see `AudioWarning`): a WAV/RF64 whose header sizes were never written or run past the end
+of the file is read to its end (the sizes corrected over the header as libsndfile reads it), and a
+file cut mid-stream is decoded up to the cut (PyAV takes over where libsndfile stops on bad data).
+Resampling is soxr "HQ"
 (what ``librosa.resample`` does by default), run as one stateful stream in `stream`, so the
 blocks join up to exactly what `load` returns. Every failure is an `AudioError` whose message
 starts with the file name (or ``<bytes>``) and says why. Also here: the one audio-file finder
@@ -13,8 +17,10 @@ still being written).
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import io
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +48,12 @@ AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 _HEAD_BYTES = 1 << 16  # enough to sniff the format and find a WAV data chunk
 _READ_BLOCK_S = 10.0  # native seconds per decoder read while streaming
 _PYAV_ONLY = frozenset({"webm", "mp4", "aac"})  # containers libsndfile cannot read
+_PYAV_DECLARES = frozenset({"webm", "mp4"})  # containers whose header states the length (others: a bitrate guess)
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255  # bytes: header, segment table, body
+
+
+class AudioWarning(UserWarning):
+    """A damaged file was read up to its damage; the message names the file, the declared and recovered lengths."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,22 @@ class AudioInfo:
     frames: int
     format: str
     warnings: tuple[str, ...]
+    recovered: bool = False  # damaged: `duration_s` is what decodes, up to the damage (a warning says so)
+    declared_duration_s: float | None = None  # a damaged file's length by its header; None: none given or not damaged
+
+
+@dataclass(frozen=True)
+class _Salvage:
+    """A damaged file read up to its damage: why, the frames its header declares (None: it gives no
+    length) and the frames recovered."""
+
+    why: str
+    declared: int | None
+    recovered: int
+
+    def message(self, *, sr: int) -> str:
+        of = "" if self.declared is None else f" of the {self.declared / sr:.2f} s the header declares"
+        return f"damaged: recovered {self.recovered / sr:.2f} s{of} ({self.why})"
 
 
 @dataclass(frozen=True)
@@ -90,27 +118,39 @@ def load(
 def load_native(
     src: AudioSource, *, start: float | None = None, end: float | None = None
 ) -> tuple[np.ndarray, int]:
-    """Decode `src` to mono float32 [samples] in [-1, 1] at its own rate; returns (y, rate in Hz)."""
+    """Decode `src` to mono float32 [samples] in [-1, 1] at its own rate; returns (y, rate in Hz).
+
+    A damaged file gives what decodes, with an AudioWarning."""
     with _open(src) as reader:
         first, stop = _frame_range(reader, start=start, end=end)
         whole = stop - first if stop is not None else 1 << 62
-        blocks = list(_decode(reader, start=first, stop=stop, block=whole))
+        blocks = list(_decode(reader, start=first, stop=stop, block=whole, on_salvage=_warner(reader)))
         return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks)), reader.sr
 
 
 def info(src: AudioSource, *, check: bool = True) -> AudioInfo:
-    """Header facts of `src`; `check` decodes it (streaming) for exact length and quality warnings."""
+    """Header facts of `src`; `check` decodes it (streaming) for exact length and quality warnings.
+
+    A damaged file is described as recovered (`recovered`, `declared_duration_s`, a "damaged: ..."
+    first warning) rather than warned of; without `check` only damage its header shows is found.
+    """
     with _open(src) as reader:
         frames = reader.frames if reader.frames is not None else reader.estimated_frames
-        warnings: tuple[str, ...] = ()
+        found: list[_Salvage] = []
+        notes: list[str] = []
         if check or frames is None:
             levels = _Levels()
             frames = 0
-            for y in _decode(reader, start=0, stop=reader.frames, block=round(_READ_BLOCK_S * reader.sr)):
+            block = round(_READ_BLOCK_S * reader.sr)
+            for y in _decode(reader, start=0, stop=reader.frames, block=block, on_salvage=found.append):
                 levels.update(y)
                 frames += len(y)
             if check:
-                warnings = tuple(levels.warnings(sr=reader.sr))
+                notes = levels.warnings(sr=reader.sr)
+        elif reader.damage:
+            found.append(_Salvage(reader.damage, reader.declared, frames))
+        salvage = found[0] if found else None
+        declared = None if salvage is None or salvage.declared is None else salvage.declared / reader.sr
         return AudioInfo(
             path=reader.name,
             duration_s=frames / reader.sr,
@@ -118,7 +158,9 @@ def info(src: AudioSource, *, check: bool = True) -> AudioInfo:
             channels=reader.channels,
             frames=frames,
             format=reader.format,
-            warnings=warnings,
+            warnings=tuple([salvage.message(sr=reader.sr)] if salvage else []) + tuple(notes),
+            recovered=salvage is not None,
+            declared_duration_s=declared,
         )
 
 
@@ -126,14 +168,16 @@ def stream(src: AudioSource, *, sr: int = DEFAULT_SR, block_s: float = 60.0) -> 
     """Mono float32 blocks of round(block_s * sr) samples at `sr` (the last may be shorter).
 
     Memory does not grow with the file's length; the blocks joined equal ``load(src, sr=sr)``.
-    Errors are raised when iteration starts.
+    Errors are raised when iteration starts; a damaged file ends where its damage starts, with an
+    AudioWarning.
     """
     size = round(block_s * sr)
     if sr <= 0 or size < 1:
         raise ValueError(f"stream needs sr > 0 and block_s * sr >= 1, got sr={sr}, block_s={block_s}")
     with _open(src) as reader:
         first, stop = _frame_range(reader, start=None, end=None)
-        native = _decode(reader, start=first, stop=stop, block=max(1, round(_READ_BLOCK_S * reader.sr)))
+        block = max(1, round(_READ_BLOCK_S * reader.sr))
+        native = _decode(reader, start=first, stop=stop, block=block, on_salvage=_warner(reader))
         blocks = native if reader.sr == sr else resample_stream(native, orig_sr=reader.sr, sr=sr)
         for y in _rechunk(blocks, size=size):
             yield np.clip(y, -1.0, 1.0, out=y)
@@ -236,21 +280,62 @@ class _Levels:
 
 @dataclass(frozen=True)
 class _Source:
-    """A checked input: a file path, or a seekable in-memory/caller-owned binary file."""
+    """A checked input: a file path, or a seekable in-memory/caller-owned binary file.
+
+    A file known to be damaged before decoding has `damage` (why) and `declared` (the frames its
+    header declares, None: no length); `patch` are corrected first bytes that decoders read instead.
+    """
 
     name: str
     path: str | None
     data: BinaryIO | None
     size: int
     head: bytes
+    patch: bytes = b""
+    damage: str | None = None
+    declared: int | None = None
 
     def binary(self) -> BinaryIO:
         """A binary file positioned at the start; the caller closes it only when `path` is set."""
         if self.path is not None:
-            return open(self.path, "rb")
-        assert self.data is not None
-        self.data.seek(0)
-        return self.data
+            f: BinaryIO = open(self.path, "rb")
+        else:
+            assert self.data is not None
+            f = self.data
+            f.seek(0)
+        return _Patched(f, self.patch) if self.patch else f
+
+
+class _Patched(io.RawIOBase):
+    """A read-only binary file whose first bytes read as `patch` (a corrected header)."""
+
+    def __init__(self, f: BinaryIO, patch: bytes) -> None:
+        super().__init__()
+        self._f, self._patch = f, patch
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readinto(self, buffer) -> int:
+        at = self._f.tell()
+        data = self._f.read(len(buffer))
+        if at < len(self._patch):
+            data = self._patch[at : at + len(data)] + data[len(self._patch) - at :]
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
 
 
 def _resolve(src: AudioSource) -> _Source:
@@ -336,19 +421,67 @@ def _is_text(head: bytes) -> bool:
     return all(c.isprintable() or c in "\t\n\r\f\v" for c in text)
 
 
-def _wav_truncation(head: bytes, size: int) -> str | None:
-    """Why a RIFF/WAVE file is cut short (its data chunk runs past the end of the file), else None."""
+def _header_damage(source: _Source, kind: str | None) -> _Source:
+    """`source` with what its header shows of damage: a WAV/RF64 with sizes unset or past the end
+    of the file (`_repair_wav`), an Ogg stream without its last page."""
+    if kind in ("wav", "rf64") and source.head[:4] != b"RIFX":
+        return _repair_wav(source)
+    if kind == "ogg" and not _ogg_ends(source):
+        return dataclasses.replace(source, damage="cut short: the Ogg stream has no end page")
+    return source
+
+
+def _repair_wav(source: _Source) -> _Source:
+    """A WAV/RF64 whose data size is unset (0, all ones) or larger than the file holds: sizes
+    corrected to the whole frames present as `patch`. AudioError when no whole frame is there."""
     try:
-        fmt, declared, offset = _wav_header(io.BytesIO(head[4:]))
+        header = _wav_header(io.BytesIO(source.head[4:]))
     except AudioError:  # no data chunk within the head: libsndfile decides
-        return None
-    byte_rate = int.from_bytes(fmt[8:12], "little") if fmt and len(fmt) >= 12 else 0
-    block_align = max(1, int.from_bytes(fmt[12:14], "little")) if fmt and len(fmt) >= 14 else 1
-    present = size - offset
-    if byte_rate and 0 < declared < 0xFFFFFFFF and declared - present > max(block_align, byte_rate // 100):
-        return (f"truncated: the header declares {declared / byte_rate:.2f} s of audio "
-                f"but the file holds {max(present, 0) / byte_rate:.2f} s")
-    return None
+        return source
+    fmt, rf64 = header.fmt, source.head[:4] != b"RIFF"
+    byte_rate = int.from_bytes(fmt[8:12], "little") if fmt and len(fmt) >= 14 else 0
+    align = int.from_bytes(fmt[12:14], "little") if byte_rate else 0
+    present = source.size - header.offset
+    unset = header.data_size in (0, 0xFFFFFFFF, (1 << 64) - 1)
+    if not align or (rf64 and header.ds64 is None) or (not unset and header.data_size <= present):
+        return source
+    room = present if rf64 else min(present, 0xFFFFFFFF - header.offset + 8)  # a RIFF size is 32 bits
+    whole = room - room % align
+    if whole <= 0:
+        if unset:
+            raise AudioError(f"{source.name}: no audio samples (0 frames)")
+        raise AudioError(f"{source.name}: truncated: the header declares {header.data_size / byte_rate:.2f} s "
+                         f"of audio but the file holds none")
+    patch = bytearray(source.head[: header.offset])
+    if rf64:
+        patch[header.ds64 : header.ds64 + 24] = b"".join(
+            n.to_bytes(8, "little") for n in (header.offset - 8 + whole, whole, whole // align))
+        patch[header.offset - 4 : header.offset] = b"\xff" * 4
+    else:
+        patch[4:8] = (header.offset - 8 + whole).to_bytes(4, "little")
+        patch[header.offset - 4 : header.offset] = whole.to_bytes(4, "little")
+    why = "no length in the header: unfinalised or streamed; read to the end of the file" if unset else "cut short"
+    return dataclasses.replace(source, patch=bytes(patch), damage=why,
+                               declared=None if unset else header.data_size // align)
+
+
+def _ogg_ends(source: _Source) -> bool:
+    """Whether the file ends with a whole Ogg page flagged end-of-stream (a cut one does not)."""
+    f = source.binary()
+    try:
+        f.seek(max(0, source.size - _OGG_MAX_PAGE))
+        tail = f.read()
+    finally:
+        if source.path is not None:
+            f.close()
+    at = tail.rfind(b"OggS")
+    while at >= 0:
+        page = tail[at:]
+        segments = page[26] if len(page) > 26 else 0
+        if len(page) >= 27 + segments and 27 + segments + sum(page[27 : 27 + segments]) == len(page):
+            return bool(page[5] & 0x04)
+        at = tail.rfind(b"OggS", 0, at)
+    return False
 
 
 # ----------------------------------------------------------------------------- raw PCM and WAV streams
@@ -395,7 +528,7 @@ def open_pcm(f: BinaryIO, *, fmt: PcmFormat, sr: int, block_s: float) -> tuple[P
     """
     head = _read_exactly(f, 4)
     if head == b"RIFF":
-        body, _, _ = _wav_header(f)
+        body = _wav_header(f).fmt
         if body is None:
             raise AudioError("WAV stream: the data chunk comes before the fmt chunk")
         fmt, head = _wav_format(body), b""
@@ -414,13 +547,23 @@ def _read_exactly(f: BinaryIO, n: int) -> bytes:
     return out
 
 
-def _wav_header(f: BinaryIO) -> tuple[bytes | None, int, int]:
-    """Read a WAV header from f (just after its "RIFF" tag) up to the start of the samples:
-    (the fmt chunk's body or None, the data chunk's declared size, the samples' offset in the file)."""
+@dataclass(frozen=True)
+class _WavHeader:
+    """A WAV/RF64 header up to the samples: the fmt chunk's body, the data size it declares (RF64:
+    the ds64 chunk's), where the samples start and (RF64) where the ds64 chunk's body is."""
+
+    fmt: bytes | None
+    data_size: int
+    offset: int
+    ds64: int | None
+
+
+def _wav_header(f: BinaryIO) -> _WavHeader:
+    """Read a WAV or RF64 header from f (just after its "RIFF"/"RF64" tag) up to the start of the samples."""
     riff = _read_exactly(f, 8)
     if len(riff) < 8 or riff[4:] != b"WAVE":
         raise AudioError("the input starts with RIFF but is not a WAV stream")
-    fmt, offset = None, 12
+    fmt, ds64, ds64_size, offset = None, None, None, 12
     while True:
         head = _read_exactly(f, 8)
         if len(head) < 8:
@@ -428,11 +571,13 @@ def _wav_header(f: BinaryIO) -> tuple[bytes | None, int, int]:
         tag, size = head[:4], int.from_bytes(head[4:], "little")
         offset += 8
         if tag == b"data":
-            return fmt, size, offset
+            return _WavHeader(fmt, size if ds64_size is None else ds64_size, offset, ds64)
         body = _read_exactly(f, size + size % 2)
-        offset += size + size % 2
         if tag == b"fmt ":
             fmt = body
+        elif tag == b"ds64" and size >= 24:
+            ds64, ds64_size = offset, int.from_bytes(body[8:16], "little")
+        offset += size + size % 2
 
 
 def _wav_format(body: bytes) -> PcmFormat:
@@ -480,7 +625,8 @@ def _pcm_blocks(f: BinaryIO, head: bytes, *, fmt: PcmFormat, block_s: float) -> 
 
 
 class _Reader(Protocol):
-    """An open decoder; `blocks` yields mono float32 at the native rate, raising only AudioError."""
+    """An open decoder; `blocks` yields mono float32 at the native rate, raising only AudioError,
+    and ends early at damaged data (setting `damage`)."""
 
     name: str
     sr: int
@@ -488,6 +634,8 @@ class _Reader(Protocol):
     format: str
     frames: int | None  # exact length from the header, None when only decoding tells
     estimated_frames: int | None  # the header's guess, for `info(check=False)`
+    declared: int | None  # the length the header states (not a guess), to tell a file cut short
+    damage: str | None  # why the file is damaged: known on opening, or set where decoding met bad data
 
     def blocks(self, *, start: int, stop: int | None, block: int) -> Iterator[np.ndarray]: ...
 
@@ -500,37 +648,60 @@ def _to_mono(y: np.ndarray) -> np.ndarray:
 
 
 class _SoundFileReader:
-    """libsndfile through soundfile: exact lengths and sample-accurate seeking."""
+    """libsndfile through soundfile: exact lengths and sample-accurate seeking. Where it stops on
+    bad data, PyAV decodes on from there up to the damage."""
 
     def __init__(self, source: _Source, kind: str | None) -> None:
-        self.name = source.name
+        self.name, self._source, self._kind = source.name, source, kind
+        self._file = source.binary() if source.path is None or source.patch else None
         try:
-            self._f = sf.SoundFile(source.path if source.path is not None else source.binary())
+            self._f = sf.SoundFile(source.path if self._file is None else self._file)
         except (sf.SoundFileError, RuntimeError, ValueError) as e:
+            self._close_file()
             reason = getattr(e, "error_string", None) or str(e)
             # libsndfile says this of any MP3 it cannot parse, even one that exists
             raise AudioError("unparsable" if "does not exist" in reason else reason) from None
         self.sr, self.channels = self._f.samplerate, self._f.channels
         self.format = f"{self._f.format}/{self._f.subtype}"
         self.frames = self.estimated_frames = self._f.frames
+        self.declared = source.declared if source.damage else self.frames
+        self.damage = source.damage
 
     def blocks(self, *, start: int, stop: int | None, block: int) -> Iterator[np.ndarray]:
+        pos, stop = start, self._f.frames if stop is None else stop
         try:
             if start:
                 self._f.seek(start)
-            left = (self._f.frames if stop is None else stop) - start
-            while left > 0:
-                y = self._f.read(min(block, left), dtype="float32", always_2d=True)
+            while pos < stop:
+                y = self._f.read(min(block, stop - pos), dtype="float32", always_2d=True)
                 if not len(y):
                     return
-                left -= len(y)
+                pos += len(y)
                 yield _to_mono(y)
+            return
         except (sf.SoundFileError, RuntimeError, ValueError) as e:
-            reason = getattr(e, "error_string", None) or str(e)
-            raise AudioError(f"{self.name}: corrupt or truncated data ({reason})") from None
+            reason = str(getattr(e, "error_string", None) or e).removeprefix("Error : ")
+            self.damage = f"undecodable data: {reason}"
+        yield from self._decode_on(start=pos, stop=stop, block=block)
+
+    def _decode_on(self, *, start: int, stop: int, block: int) -> Iterator[np.ndarray]:
+        """PyAV's decode of frames [start, stop), up to the damage; nothing when PyAV cannot open the file."""
+        try:
+            other = _PyAVReader(self._source, self._kind)
+        except AudioError:
+            return
+        try:
+            yield from other.blocks(start=start, stop=stop, block=block)
+        finally:
+            other.close()
 
     def close(self) -> None:
         self._f.close()
+        self._close_file()
+
+    def _close_file(self) -> None:
+        if self._file is not None and self._source.path is not None:
+            self._file.close()
 
 
 _PCM_SCALE = {"u8": 1 / 128, "s16": 1 / 32768, "s32": 1 / 2**31, "s64": 1 / 2**63, "flt": 1.0, "dbl": 1.0}
@@ -554,7 +725,7 @@ class _PyAVReader:
     """FFmpeg through PyAV: containers libsndfile lacks, and files without a length in the header.
 
     A start is reached by decoding from the top and skipping: container timestamps (Matroska's
-    are milliseconds) cannot place a seek on the exact sample.
+    are milliseconds) cannot place a seek on the exact sample. Decoding ends at damaged data.
     """
 
     def __init__(self, source: _Source, kind: str | None) -> None:
@@ -585,6 +756,9 @@ class _PyAVReader:
         else:
             seconds = None
         self.estimated_frames = None if seconds is None else round(seconds * self.sr)
+        header_states = source.damage is None and kind in _PYAV_DECLARES
+        self.declared = self.estimated_frames if header_states else source.declared
+        self.damage = source.damage
 
     def blocks(self, *, start: int, stop: int | None, block: int) -> Iterator[np.ndarray]:
         def trimmed() -> Iterator[np.ndarray]:
@@ -598,10 +772,13 @@ class _PyAVReader:
                 if stop is not None and pos >= stop:
                     return
 
-        try:
-            yield from _rechunk(trimmed(), size=block)
-        except self._av.FFmpegError as e:
-            raise AudioError(f"{self.name}: corrupt or truncated data ({e.strerror or e})") from None
+        def to_the_damage() -> Iterator[np.ndarray]:
+            try:
+                yield from trimmed()
+            except self._av.FFmpegError as e:
+                self.damage = f"undecodable data: {e.strerror or e}"
+
+        yield from _rechunk(to_the_damage(), size=block)
 
     def close(self) -> None:
         if getattr(self, "_container", None) is not None:
@@ -624,8 +801,7 @@ def _open(src: AudioSource) -> Iterator[_Reader]:
     kind = _sniff(source.head)
     if kind == "text":
         raise AudioError(f"{source.name}: not audio (a text file)")
-    if kind == "wav" and (why := _wav_truncation(source.head, source.size)):
-        raise AudioError(f"{source.name}: {why}")
+    source = _header_damage(source, kind)
     reasons = []
     for backend in ("pyav",) if kind in _PYAV_ONLY else ("soundfile", "pyav"):
         try:
@@ -671,8 +847,11 @@ def _frame_range(reader: _Reader, *, start: float | None, end: float | None) -> 
     return first, stop
 
 
-def _decode(reader: _Reader, *, start: int, stop: int | None, block: int) -> Iterator[np.ndarray]:
-    """Mono float32 blocks in [-1, 1] of frames [start, stop), checked for absurd and short lengths."""
+def _decode(
+    reader: _Reader, *, start: int, stop: int | None, block: int, on_salvage: Callable[[_Salvage], None]
+) -> Iterator[np.ndarray]:
+    """Mono float32 blocks in [-1, 1] of frames [start, stop), checked for absurd lengths; a damaged
+    file's blocks end at its damage and then `on_salvage` is told. AudioError when nothing decodes."""
     limit = MAX_DURATION_S * reader.sr
     count = 0
     for y in reader.blocks(start=start, stop=stop, block=block):
@@ -683,14 +862,28 @@ def _decode(reader: _Reader, *, start: int, stop: int | None, block: int) -> Ite
     if count == 0:
         if start:
             raise AudioError(f"{reader.name}: start {start / reader.sr} s is beyond the end of the audio")
+        if reader.damage:
+            raise AudioError(f"{reader.name}: corrupt or truncated: no decodable audio ({reader.damage})")
         raise AudioError(f"{reader.name}: no audio samples (0 frames)")
-    if stop is not None and reader.frames is not None:
-        missing = stop - start - count
-        if missing > max(0.1 * reader.sr, 0.01 * (stop - start)):
-            raise AudioError(
-                f"{reader.name}: truncated or corrupt: the header declares {reader.frames / reader.sr:.2f} s "
-                f"but only {(start + count) / reader.sr:.2f} s decode"
-            )
+    if salvage := _salvage(reader, start=start, stop=stop, end=start + count):
+        on_salvage(salvage)
+
+
+def _salvage(reader: _Reader, *, start: int, stop: int | None, end: int) -> _Salvage | None:
+    """What a decode of frames [start, stop) that ended at `end` shows of damage: bad data met, or
+    the data ending well before the length the header states; None for an intact file."""
+    expected = reader.declared if stop is None or reader.declared is None else min(stop, reader.declared)
+    short = expected is not None and expected - end > max(0.1 * reader.sr, 0.01 * (expected - start))
+    if not (short or reader.damage):
+        return None
+    ran_out = short or stop is None or end < stop
+    recovered = end if ran_out or reader.frames is None else reader.frames
+    return _Salvage(reader.damage or "cut short", reader.declared, recovered)
+
+
+def _warner(reader: _Reader) -> Callable[[_Salvage], None]:
+    """An `on_salvage` that issues the AudioWarning."""
+    return lambda s: warnings.warn(f"{reader.name}: {s.message(sr=reader.sr)}", AudioWarning, stacklevel=4)
 
 
 def resample_stream(blocks: Iterable[np.ndarray], *, orig_sr: int, sr: int) -> Iterator[np.ndarray]:

@@ -58,8 +58,9 @@ def infos_table(infos: Sequence[AudioInfo]) -> Table:
 
 
 def infos_json(infos: Sequence[AudioInfo], failures: Sequence[Failure]) -> dict:
-    """{"files": [{path, duration_s, sample_rate, channels, format, warnings}], "errors": [{path, error}]}."""
-    keys = ("path", "duration_s", "sample_rate", "channels", "format")
+    """{"files": [{path, duration_s, sample_rate, channels, format, recovered, declared_duration_s, warnings}],
+    "errors": [{path, error}]}."""
+    keys = ("path", "duration_s", "sample_rate", "channels", "format", "recovered", "declared_duration_s")
     return {"files": [{**{k: getattr(r, k) for k in keys}, "warnings": list(r.warnings)} for r in infos],
             "errors": [{"path": f.file, "error": f.reason} for f in failures]}
 

@@ -32,7 +32,8 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture()
 def bad_audio(tmp_path) -> tuple[Path, dict[str, str]]:
-    """A folder of broken audio files and {file name: a reason its AudioError must give}."""
+    """A folder of broken audio files and {file name: a reason its AudioError must give}; the files cut
+    in half (half.wav, half.flac, half.mp3) are there too, but are read up to the cut, not refused."""
     d = tmp_path
     tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(32000) / 16000)).astype(np.float32)
     sf.write(d / "good.wav", tone, 16000, subtype="PCM_16")
@@ -57,14 +58,11 @@ def bad_audio(tmp_path) -> tuple[Path, dict[str, str]]:
     (d / "folder.wav").mkdir()
     return d, {
         "empty.wav": "empty file",
-        "half.wav": "truncated",
         "header_only.wav": "truncated",
         "text.wav": "not audio",
         "zero_samples.wav": "no audio samples",
         "empty.mp3": "empty file",
         "random.mp3": "not a recognised audio format",
-        "half.flac": "corrupt or truncated",
-        "half.mp3": "truncated",
         "absurd.flac": "48 h limit",
         "folder.wav": "directory",
         "missing.wav": "not found",

@@ -159,7 +159,7 @@ def test_covid19_cough_uncut_import_warns_once(capsys, shared_data, tmp_path):
 def test_summary_names_every_broken_file_and_warns_about_silence(capsys, bad_audio, tmp_path):
     folder, corpus = bad_audio
     write_wav(folder / "silent.wav", np.zeros(16000, np.float32), sr=SR)
-    names = sorted(corpus) + ["silent.wav", "good.wav"]
+    names = sorted(corpus) + ["silent.wav", "good.wav", "half.wav"]
     rows = pd.DataFrame({"path": [str(folder / n) for n in names], "label": "cough", "start": None, "end": None,
                          "subject": names, "split": "", "source_label": ""})
     rows.to_csv(tmp_path / "m.csv", index=False)
@@ -171,3 +171,4 @@ def test_summary_names_every_broken_file_and_warns_about_silence(capsys, bad_aud
         assert any(str(folder / name) in line and reason in line for line in err.splitlines()), name
     assert summary["rows"] == len(names)
     assert "silent" in summary["warnings"][str(folder / "silent.wav")]
+    assert "damaged: recovered" in " ".join(summary["warnings"][str(folder / "half.wav")])  # read up to the cut

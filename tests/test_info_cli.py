@@ -65,6 +65,8 @@ def test_json(mixed_folder, monkeypatch):
         "sample_rate": 16000,
         "channels": 1,
         "format": "WAV/PCM_16",
+        "recovered": False,
+        "declared_duration_s": None,
         "warnings": [],
     }
     assert (files["stereo.flac"]["channels"], files["stereo.flac"]["sample_rate"]) == (2, 44100)

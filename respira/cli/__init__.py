@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from respira.cli.app import app, err_console
 from respira.errors import RespiraError
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     # Idle OpenMP threads yield instead of spinning: on a busy 2-core machine spinning made
     # torch several times slower. Set before any command imports torch.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    warnings.showwarning = _show_warning
     try:
         app(args=argv, prog_name="respira")
     except RespiraError as e:
@@ -37,3 +39,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """respira's own warnings (a damaged recording, a skipped row) as one line on stderr; others as Python shows them."""
+    if category.__module__.startswith("respira."):
+        err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)

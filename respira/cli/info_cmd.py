@@ -15,7 +15,8 @@ def info_command(
     files: list[Path] = typer.Argument(..., help="Audio files to describe.", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
-    """Describe audio files; a file that cannot be read gets one line on stderr and exit code 1."""
+    """Describe audio files; a damaged one by what decodes (a "damaged: recovered ..." warning on its
+    line), a file with no decodable audio by one line on stderr and exit code 1."""
     from respira import audio
     from respira.display import failure_lines, infos_json, infos_table
 

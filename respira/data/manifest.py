@@ -144,7 +144,8 @@ def summarize(df: pd.DataFrame, *, check_audio: bool = True, decode: bool = True
     whole-file rows exist and `check_audio` is off), unreadable [paths], errors {path: reason},
     warnings {path: [..]} (decoder notes, events past the end of their file), invalid (rows
     with a bad interval). `check_audio` reads every distinct file once: all of it when `decode`
-    (finds truncated or corrupt data, and warns of silence and clipping), else its header only.
+    (a damaged file counts with what decodes and a "damaged: ..." warning; silence and clipping
+    are warned of), else its header only (which shows an unfinalised or cut WAV, not a cut FLAC).
     """
     _check_structure(df, where="manifest")
     bad = invalid_intervals(df)

@@ -27,6 +27,7 @@ from respira.bundle import BundleMeta, load_bundle, read_sidecar, resolve
 from respira.errors import AudioError, ModelError, RespiraError
 from respira.features import FeatureConfig, crop_or_pad, features, log_mel, n_frames
 from respira.tasks import TASKS, positive_index
+from respira.windowing import WindowGrid
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -115,19 +116,15 @@ def _strip_ready(cfg: FeatureConfig, *, hop: int, length: int) -> bool:
 def clip_windows(y: np.ndarray, *, length: int) -> np.ndarray:
     """y [samples] -> windows [n, length] (views where possible).
 
-    Not longer than `length`: one window, y zero-padded on both sides (centred). Longer:
-    windows every length // 2 samples, plus one ending at the last sample when the hop misses it.
+    Not longer than `length`: one window, y zero-padded on both sides (centred). Longer: the
+    windows of a `WindowGrid` with a hop of length // 2, the last moved back to end at the last sample.
     """
     if y.ndim != 1:
         raise AudioError(f"expected a mono clip [samples], got shape {y.shape}")
     if len(y) <= length:
         return crop_or_pad(y, length=length, mode="center")[None]
-    hop = max(1, length // 2)
-    view = np.lib.stride_tricks.sliding_window_view(y, length)
-    starts = list(range(0, len(y) - length + 1, hop))
-    if starts[-1] != len(y) - length:
-        starts.append(len(y) - length)
-    return view[starts]
+    starts = WindowGrid(hop=max(1, length // 2), length=length).starts(len(y))
+    return np.lib.stride_tricks.sliding_window_view(y, length)[np.minimum(starts, len(y) - length)]
 
 
 def pooled_outputs(waves: Sequence[np.ndarray], *, score: Callable[[np.ndarray], np.ndarray], length: int,
@@ -369,22 +366,26 @@ class Model:
         length = self.clip_samples if length is None else length
         if n < 1 or hop < 1 or length < 1:
             raise AudioError(f"score_strip needs n, hop and length >= 1, got n={n}, hop={hop}, length={length}")
-        y = np.asarray(y, dtype=np.float32)
-        need = (n - 1) * hop + length
-        y = np.pad(y, (0, need - len(y))) if len(y) < need else y[:need]
+        grid = WindowGrid(hop=hop, length=length)
+        y = grid.fit(np.asarray(y, dtype=np.float32), n)
         shared = _strip_ready(self.feature_config, hop=hop, length=length)
         outputs = []
         for k0 in range(0, n, batch_size):
-            k1 = min(n, k0 + batch_size)
-            with torch.no_grad():  # not inference mode: features may be computed in worker threads
-                x = torch.from_numpy(y[k0 * hop: (k1 - 1) * hop + length]).to(self._device)
-                if shared:
-                    maps = (window_log_mels(x, hop=hop, n=k1 - k0, length=length, cfg=self.feature_config)[:, None],)
-                else:
-                    maps = feature_inputs(x.unfold(0, length, hop), self.feature_config)
-            outputs.append(self._run(maps))
+            ks = np.arange(k0, min(n, k0 + batch_size))
+            if shared:
+                outputs.append(self._strip_outputs(y[k0 * hop: k0 * hop + grid.reach(len(ks))], grid=grid, n=len(ks)))
+            else:
+                outputs.append(self._outputs(grid.windows(y, ks)))
         out = np.concatenate(outputs)
         return out[:, 0] if self._task.values else out
+
+    def _strip_outputs(self, y: np.ndarray, *, grid: WindowGrid, n: int) -> np.ndarray:
+        """Model outputs [n, outputs] of windows 0 .. n-1 of `grid` over y [grid.reach(n) samples], their
+        log-mels from one STFT (`window_log_mels`)."""
+        with torch.no_grad():  # not inference mode: features may be computed in worker threads
+            x = torch.from_numpy(y).to(self._device)
+            maps = (window_log_mels(x, hop=grid.hop, n=n, length=grid.length, cfg=self.feature_config)[:, None],)
+        return self._run(maps)
 
     def _outputs(self, windows: np.ndarray) -> np.ndarray:
         """Waveform windows [n, samples] -> model outputs [n, outputs]."""
@@ -479,13 +480,13 @@ def _batched(items: Iterable, n: int) -> Iterator[list]:
 class _Progress:
     """Context manager giving advance(n); a transient rich bar on stderr when enabled and a terminal."""
 
-    def __init__(self, total: int, *, enabled: bool, description: str = "scoring") -> None:
+    def __init__(self, total: int, *, enabled: bool) -> None:
         from rich.console import Console
         from rich.progress import Progress
 
         console = Console(stderr=True)
         self.bar = Progress(console=console, transient=True, disable=not (enabled and console.is_terminal))
-        self.task = self.bar.add_task(description, total=total)
+        self.task = self.bar.add_task("scoring", total=total)
 
     def __enter__(self) -> Callable[[int], None]:
         self.bar.start()

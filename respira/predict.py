@@ -25,37 +25,34 @@ FORMATS = ("table", "csv", "json")
 @dataclass(frozen=True)
 class Predicted:
     """records: one per file that loaded (see `Model.predict`), in file order. failures: "file: reason"
-    for each file that did not."""
+    for each path that does not exist, then each file that did not load."""
 
     records: list[dict]
     failures: tuple[str, ...]
 
 
-def audio_files(paths: Sequence[Path]) -> list[Path]:
-    """Files as given, and the audio files (by extension) under each folder, sorted; AudioError for a folder without any."""
-    from respira.audio import AUDIO_EXTENSIONS
-
-    files: list[Path] = []
-    for path in paths:
-        if not path.is_dir():
-            files.append(path)
-            continue
-        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-        if not found:
-            raise AudioError(f"{path}: no audio files in this folder (looked for {', '.join(sorted(AUDIO_EXTENSIONS))})")
-        files.extend(found)
-    return files
-
-
 def predict_files(model: Model, paths: Sequence[Path], *, batch_size: int = 32) -> Predicted:
-    """Score the `audio_files` of `paths` through `model` (a progress bar on a terminal for several)."""
-    files = audio_files(paths)
-    records = model.predict([str(f) for f in files], batch_size=batch_size, progress=len(files) > 1)
+    """Score the files and folders `paths` (`respira.audio.find_audio_files`) through `model` (a progress
+    bar on a terminal for several); AudioError for a folder without audio files."""
+    from respira.audio import Failure, find_audio_files
+
+    _check_folders(paths)
+    files, missing = find_audio_files(paths)
+    records = model.predict(files, batch_size=batch_size, progress=len(files) > 1)
     return Predicted(
         records=[r for r in records if "error" not in r],
-        failures=tuple(r["error"] if r["error"].startswith(r["file"]) else f"{r['file']}: {r['error']}"
-                       for r in records if "error" in r),
+        failures=tuple(f.reason for f in missing) + tuple(Failure.of(r["file"], r["error"]).reason
+                                                          for r in records if "error" in r),
     )
+
+
+def _check_folders(paths: Sequence[Path]) -> None:
+    """AudioError for the first of `paths` that is a folder without audio files."""
+    from respira.audio import AUDIO_EXTENSIONS, audio_files
+
+    for path in paths:
+        if path.is_dir() and not audio_files(path):
+            raise AudioError(f"{path}: no audio files in this folder (looked for {', '.join(sorted(AUDIO_EXTENSIONS))})")
 
 
 def format_records(records: list[dict], *, fmt: str, classes: Sequence[str], task: str) -> str:

@@ -31,11 +31,11 @@ def model_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """Three clips, one in a sub-folder, and a text file that the folder walk skips."""
+    """Three clips, one in a sub-folder, and a text file and a hidden clip that the folder walk skips."""
     root = tmp_path_factory.mktemp("clips")
     rng = np.random.default_rng(0)
     (root / "sub").mkdir()
-    for name, freq in [("a.wav", 300), ("b.wav", 2500), ("sub/c.wav", 900)]:
+    for name, freq in [("a.wav", 300), ("b.wav", 2500), ("sub/c.wav", 900), ("sub/.d.wav", 600)]:
         write_clip(root / name, tone_clip(freq, 1.0, rng=rng))
     (root / "readme.txt").write_text("not audio")
     return root
@@ -59,17 +59,20 @@ def test_a_bad_file_gives_exit_1_and_the_good_rows(capsys, model_path, folder, t
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF\x00\x00")
     out_file = tmp_path / "out.csv"
-    code, _, err = run(capsys, "predict", model_path, folder / "a.wav", bad, folder / "b.wav", "-o", out_file)
+    missing = tmp_path / "missing.wav"
+    code, _, err = run(capsys, "predict", model_path, folder / "a.wav", bad, missing, folder / "b.wav", "-o", out_file)
     assert code == 1
     table = pd.read_csv(out_file)
     assert table["file"].tolist() == [str(folder / "a.wav"), str(folder / "b.wav")]
     lines = [line for line in err.splitlines() if "broken.wav" in line]
     assert len(lines) == 1 and "Traceback" not in err
+    assert f"unreadable: {missing}: no such file or folder" in err
 
 
 def test_a_folder_without_audio_is_a_clear_error(capsys, model_path, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "data.csv").write_text("a,b\n")
+    write_clip(tmp_path / ".hidden.wav", tone_clip(440, 0.5, rng=np.random.default_rng(0)))  # skipped, as by detect
     code, out, err = run(capsys, "predict", model_path, tmp_path)
     assert code == 2 and out == ""
     assert str(tmp_path) in err and "no audio files" in err and "Traceback" not in err

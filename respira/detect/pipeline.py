@@ -10,7 +10,6 @@ released while streaming, as soon as later audio can no longer change them (`fee
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +21,10 @@ from respira.detect import checkpoint as ckpt
 from respira.detect.config import DetectConfig
 from respira.detect.events import Event
 from respira.detect.gate import ActiveTime, Levels, frame_levels, frame_samples, loud, runs
-from respira.detect.segment import find_bursts
+from respira.detect.segment import find_bursts, merged, sounding_frames
 from respira.detect.state import Chunk, FileResult, StreamState
 from respira.errors import ModelError
+from respira.windowing import WindowGrid
 
 Progress = Callable[[float], None]
 """Called with the seconds of audio just processed."""
@@ -60,8 +60,7 @@ def score_strip(scorer: Scorer, y: np.ndarray, *, hop: int, n: int, length: int,
 def score_picked(scorer: Scorer, y: np.ndarray, picked: np.ndarray, *, hop: int, length: int, batch_size: int) -> np.ndarray:
     """[len(picked), n_classes] probabilities of the windows y[k * hop : k * hop + length], k in
     `picked` (ascending, not empty), zero-padded past the end of y, by `score_windows` in batches."""
-    padded = np.pad(y, (0, max(0, int(picked[-1]) * hop + length - len(y))))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, length)[::hop][picked]
+    windows = WindowGrid(hop=hop, length=length).windows(y, picked)
     return np.concatenate([np.asarray(scorer.score_windows(np.ascontiguousarray(windows[i: i + batch_size])))
                            for i in range(0, len(windows), batch_size)])
 
@@ -88,6 +87,7 @@ class StreamDetector:
         self.window_s = float(cfg.window_s or scorer.clip_seconds)
         self.win = max(1, round(self.window_s * self.sr))
         self.hop = max(1, round(cfg.hop_s * self.sr))
+        self.grid = WindowGrid(hop=self.hop, length=self.win)
         self.frame = frame_samples(sr=self.sr, cfg=cfg)
         self.pad = round(cfg.gate_pad_s * self.sr)
         self.positive_index = list(scorer.classes).index(scorer.positive)
@@ -127,11 +127,6 @@ class StreamDetector:
 
     # internals
 
-    def _n_windows(self) -> int:
-        """Windows in the whole recording (known once it has ended): the last one is zero-padded."""
-        n = self.state.samples
-        return 0 if n == 0 else 1 if n <= self.win else math.ceil((n - self.win) / self.hop) + 1
-
     def _advance(self, block: np.ndarray, levels: Levels, *, final: bool) -> None:
         s = self.state
         s.samples += len(block)
@@ -140,8 +135,8 @@ class StreamDetector:
         self._active.add(flags)
         s.loud_tail = np.concatenate([s.loud_tail, flags])
         frames = s.gate.frames
-        if final:
-            last = self._n_windows()
+        if final:  # the windows of the whole recording, the last one zero-padded
+            last = self.grid.count(s.samples)
         else:  # window k is decided once the frames up to its end + pad are known
             last = max(s.next_window, (frames * self.frame - self.pad - self.win) // self.hop + 1)
         ks = np.arange(s.next_window, last)
@@ -170,7 +165,7 @@ class StreamDetector:
             active = np.ones(len(ks), bool)
         for a, b in runs(active):  # consecutive windows share their features
             first = starts[a] - s.buffer_start
-            y = s.buffer[first: first + (b - a - 1) * self.hop + self.win]
+            y = s.buffer[first: first + self.grid.reach(b - a)]
             p = score_strip(self.screener or self.scorer, y, hop=self.hop, n=b - a, length=self.win,
                             batch_size=self.cfg.batch_size)[:, self.positive_index]
             if self.screener is not None:
@@ -228,16 +223,8 @@ class StreamDetector:
         n, cfg = len(levels.db), self.cfg
         gap = max(1, round(cfg.merge_gap_s / (self.frame / self.sr)))  # as find_bursts merges (0 and 1 alike)
         seed = loud(levels, cfg=cfg)
-        sounding = loud(levels, cfg=cfg, over_floor_db=min(cfg.extend_db, cfg.gate_db))
-        groups: list[tuple[int, int]] = []
-        for a, b in runs(sounding):
-            if b < n and not seed[a:b].any():
-                continue
-            if groups and a - groups[-1][1] < gap:
-                groups[-1] = (groups[-1][0], b)
-            else:
-                groups.append((a, b))
-        for a, b in groups:
+        spans = [(a, b) for a, b in runs(sounding_frames(levels, cfg=cfg)) if b == n or seed[a:b].any()]
+        for a, b in merged(spans, gap=gap):
             centre = (levels.first + b - 1) * self.frame + self.frame // 2
             if b + gap > n or self.state.next_window <= centre // self.hop:
                 return a

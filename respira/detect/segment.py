@@ -24,13 +24,13 @@ def find_bursts(levels: Levels, *, frame_s: float, cfg: DetectConfig) -> list[tu
     (stop exclusive), in time order; peak is the loudest frame of the burst."""
     db = levels.db
     seed = loud(levels, cfg=cfg)
-    sounding = loud(levels, cfg=cfg, over_floor_db=min(cfg.extend_db, cfg.gate_db))
+    sounding = sounding_frames(levels, cfg=cfg)
     min_len = max(1, round(cfg.min_event_s / frame_s))
     max_len = max(2 * min_len, int(cfg.max_event_s / frame_s))
     seeded = np.concatenate([[0], np.cumsum(seed)])
     spans = [(a, b) for a, b in runs(sounding) if seeded[b] > seeded[a]]
     out = []
-    for a, b in _merged(spans, gap=round(cfg.merge_gap_s / frame_s)):
+    for a, b in merged(spans, gap=round(cfg.merge_gap_s / frame_s)):
         for c, d in _split_at_onsets(db, a, b, rise=cfg.onset_db, min_len=min_len):
             for e, f in _split_long(db, c, d, max_len=max_len, min_len=min_len):
                 kept = np.flatnonzero(sounding[e:f])
@@ -42,7 +42,13 @@ def find_bursts(levels: Levels, *, frame_s: float, cfg: DetectConfig) -> list[tu
     return out
 
 
-def _merged(spans: list[tuple[int, int]], *, gap: int) -> list[tuple[int, int]]:
+def sounding_frames(levels: Levels, *, cfg: DetectConfig) -> np.ndarray:
+    """[frames] bool: more than extend_db over the noise floor (every loud frame is)."""
+    return loud(levels, cfg=cfg, over_floor_db=min(cfg.extend_db, cfg.gate_db))
+
+
+def merged(spans: list[tuple[int, int]], *, gap: int) -> list[tuple[int, int]]:
+    """Spans [(start, stop)] in order, each joined to the one before when it starts less than `gap` after it stops."""
     out: list[tuple[int, int]] = []
     for a, b in spans:
         if out and a - out[-1][1] < gap:

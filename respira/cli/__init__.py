@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     # Idle OpenMP threads yield instead of spinning: on a busy 2-core machine spinning made
     # torch several times slower. Set before any command imports torch.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    warnings.showwarning = _show_warning
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line(shown)
     try:
         app(args=argv, prog_name="respira")
     except RespiraError as e:
@@ -39,14 +40,18 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    finally:
+        warnings.showwarning = shown
 
 
-_python_showwarning = warnings.showwarning
+def _one_line(shown):  # noqa: ANN001, ANN202
+    """A warnings.showwarning that prints respira's own warnings (a damaged recording, a skipped row)
+    as one line on stderr and leaves the others to `shown`."""
 
+    def show(message, category, *args, **kwargs) -> None:  # noqa: ANN001
+        if category.__module__.startswith("respira."):
+            err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+        else:
+            shown(message, category, *args, **kwargs)
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    """respira's own warnings (a damaged recording, a skipped row) as one line on stderr; others as Python shows them."""
-    if category.__module__.startswith("respira."):
-        err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
-    else:
-        _python_showwarning(message, category, filename, lineno, file, line)
+    return show

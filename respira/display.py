@@ -5,7 +5,8 @@ Formatting only: every number comes from the core's results as they are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,21 @@ if TYPE_CHECKING:
     from respira.audio import AudioInfo, Failure
     from respira.detect.events import Event
     from respira.store import Session
+
+
+@contextmanager
+def progress(total: int, *, description: str, enabled: bool = True) -> Iterator[Callable[..., None]]:
+    """A transient progress bar on stderr over `total` items, shown only on a terminal and when
+    `enabled`; yields advance(n=1)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    bar = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=console, transient=True, disable=not (enabled and console.is_terminal))
+    task = bar.add_task(description, total=total)
+    with bar:
+        yield lambda n=1: bar.advance(task, n)
 
 
 def events_table(events: Sequence[Event], *, limit: int = 20) -> Table:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from respira import display
 from respira.bundle import BundleMeta, load_bundle, read_sidecar, resolve
 from respira.errors import AudioError, ModelError, RespiraError
 from respira.features import FeatureConfig, crop_or_pad, features, log_mel, n_frames
@@ -440,7 +441,7 @@ class Model:
 
     def _scored(self, sources: Sequence[_Source], *, batch_size: int, progress: bool) -> Iterator[tuple]:
         """(name, output or None, duration_s, error or None) per source, in order, loading `batch_size` at a time."""
-        with _Progress(len(sources), enabled=progress) as advance:
+        with display.progress(len(sources), description="scoring", enabled=progress) as advance:
             for chunk in _batched(sources, batch_size):
                 waves: dict[int, np.ndarray] = {}
                 errors: dict[int, str] = {}
@@ -475,25 +476,6 @@ def _batched(items: Iterable, n: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
-
-
-class _Progress:
-    """Context manager giving advance(n); a transient rich bar on stderr when enabled and a terminal."""
-
-    def __init__(self, total: int, *, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import Progress
-
-        console = Console(stderr=True)
-        self.bar = Progress(console=console, transient=True, disable=not (enabled and console.is_terminal))
-        self.task = self.bar.add_task("scoring", total=total)
-
-    def __enter__(self) -> Callable[[int], None]:
-        self.bar.start()
-        return lambda n: self.bar.advance(self.task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
 
 
 # --- loading -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from respira import display
 from respira.config import Config, DataConfig, SourceConfig
 from respira.data import DataWarning, import_dataset, read_manifest, split_by_subject
 from respira.data.splits import subject_keys
@@ -231,7 +232,8 @@ def decode(table: pd.DataFrame, *, sr: int, progress: bool = True) -> tuple[list
 
     rows = list(zip(table["path"], table["start"], table["end"]))
     results: list[np.ndarray | str] = []
-    with _Progress(len(rows), enabled=progress) as advance, ThreadPoolExecutor(max_workers=4) as pool:
+    bar = display.progress(len(rows), description="decoding", enabled=progress)
+    with bar as advance, ThreadPoolExecutor(max_workers=4) as pool:
         for result in pool.map(one, rows):
             results.append(result)
             advance()
@@ -266,25 +268,6 @@ def _label_text(value: object) -> str:
 
 def _time(value: float) -> float | None:
     return None if pd.isna(value) else float(value)
-
-
-class _Progress:
-    """Context manager giving advance(); a rich bar on stderr ("decoding") when enabled."""
-
-    def __init__(self, total: int, *, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("decoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            console=Console(stderr=True), transient=True, disable=not enabled)
-        self.task = self.bar.add_task("decoding", total=total)
-
-    def __enter__(self):
-        self.bar.start()
-        return lambda: self.bar.advance(self.task)
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
 
 
 def data_summary(data: TrainingData, cfg: DataConfig) -> dict:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from respira import display
 from respira.data.importers.registry import audio_index, expect_file, find_file, keep_existing, register, warn
 from respira.data.labels import map_label
 from respira.data.manifest import from_records
@@ -175,29 +175,38 @@ def _call_sides(events: list[dict], folder: Path) -> list[dict]:
     rule = folder / "sides-rule.txt"
     fresh = rule.is_file() and rule.read_text(encoding="utf-8").strip() == SIDES_RULE
     rows = []
-    for event in _progress(events, what="splitting calls"):
-        paths = {side: folder / side / f"{event['subject']}.flac" for side in CALL_SIDES}
-        if not (fresh and _reusable(list(paths.values()), source=Path(event["path"]))):
-            try:
-                audio, sr = _sides(event)
-            except AudioError as e:
-                warn(f"covid19-cough-uncut: {e}; skipped")
-                continue
-            except DataError as e:
-                warn(f"covid19-cough-uncut: {event['path']}: {e}; skipped")
-                continue
-            for side, y in audio.items():
-                _write_flac(paths[side], y, sr=sr)
-            paths = {side: paths[side] for side in audio}
-        rows.append(event | {"path": str(paths["caller"]), "side": "caller"})
-        if "operator" in paths:
-            rows.append(event | {
-                "path": str(paths["operator"]), "label": "speech", "start": None, "end": None,
-                "source_label": "speech", "sound": "speech", "side": "operator",
-            })  # fmt: skip
+    with display.progress(len(events), description="splitting calls") as advance:
+        for event in events:
+            rows += _call_rows(event, folder=folder, reuse=fresh)
+            advance()
     if not rows:
         raise DataError(f"covid19-cough-uncut: none of the {len(events)} calls could be split into sides")
     rule.write_text(SIDES_RULE + "\n", encoding="utf-8")
+    return rows
+
+
+def _call_rows(event: dict, *, folder: Path, reuse: bool) -> list[dict]:
+    """The caller's event row and the operator's row of the call of `event`, its sides written under
+    `folder` (or reused when `reuse` and they are complete); [] with a warning when it cannot be split."""
+    paths = {side: folder / side / f"{event['subject']}.flac" for side in CALL_SIDES}
+    if not (reuse and _reusable(list(paths.values()), source=Path(event["path"]))):
+        try:
+            audio, sr = _sides(event)
+        except AudioError as e:
+            warn(f"covid19-cough-uncut: {e}; skipped")
+            return []
+        except DataError as e:
+            warn(f"covid19-cough-uncut: {event['path']}: {e}; skipped")
+            return []
+        for side, y in audio.items():
+            _write_flac(paths[side], y, sr=sr)
+        paths = {side: paths[side] for side in audio}
+    rows = [event | {"path": str(paths["caller"]), "side": "caller"}]
+    if "operator" in paths:
+        rows.append(event | {
+            "path": str(paths["operator"]), "label": "speech", "start": None, "end": None,
+            "source_label": "speech", "sound": "speech", "side": "operator",
+        })  # fmt: skip
     return rows
 
 
@@ -264,14 +273,6 @@ def _write_flac(path: Path, y: np.ndarray, *, sr: int) -> None:
         raise DataError(f"covid19-cough-uncut: cannot write {path}: {e}") from None
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _progress(items: list[dict], *, what: str) -> Iterable[dict]:
-    """`items`, with a transient progress bar on stderr (shown on a terminal only)."""
-    from rich.console import Console
-    from rich.progress import track
-
-    return track(items, description=what, console=Console(stderr=True), transient=True)
 
 
 def _background_rows(event: dict, *, count: int, length: float, margin: float) -> list[dict]:

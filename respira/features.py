@@ -112,13 +112,9 @@ class FeatureConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FeatureConfig:
         """Build from a mapping (YAML, bundle); unknown keys and bad values -> ConfigError."""
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"feature config: expected a mapping, got {type(d).__name__}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in known:
-                raise ConfigError(f"feature config: unknown key {key!r} (known: {', '.join(known)})")
-        return cls(**d)
+        from respira.settings import check_keys
+
+        return cls(**check_keys(cls, d, prefix="features"))
 
 
 def _validate(cfg: FeatureConfig) -> None:

@@ -10,6 +10,10 @@ from respira.cli.app import app, console, err_console
 
 CONFIG_HELP = "YAML file with a `detect:` section of detector settings (respira.detect.DetectConfig keys)."
 SET_HELP = "Override a detector setting, e.g. --set detect.threshold=0.9 (repeatable; over --config)."
+WORKERS_HELP = ("Run the files in parallel on a local Dask cluster of N worker processes, each with cores // N "
+                "threads (needs respira[dask]).")
+SCHEDULER_HELP = ("Run the files on a running Dask cluster, e.g. tcp://host:8786 (`dask scheduler`, `dask worker`); "
+                  "its workers must see these paths and OUT. Not with --workers.")
 
 
 @app.command("detect")
@@ -23,9 +27,13 @@ def detect_cmd(
     gate: bool | None = typer.Option(None, "--gate/--no-gate", help="Score only windows near sound above the noise floor (default: on)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip files finished by an earlier run with the same settings; continue a killed one."),
     device: str = typer.Option("cpu", help="Torch device for the model: cpu, cuda, cuda:N."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help=WORKERS_HELP, show_default=False),
+    scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP, show_default=False),
 ) -> None:  # fmt: skip
     """Find coughs in long recordings: OUT/events.csv, candidates.csv, events.json, Audacity and
-    Raven label tracks, timelines, summary.json, report.html and params.json (the settings used)."""
+    Raven label tracks, timelines, summary.json, report.html and params.json (the settings used).
+    With --workers or --scheduler the files run in parallel on Dask workers, the model loaded once
+    per worker, with the same outputs; each file's result is kept when done: a re-run skips it."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from respira.detect.config import detect_settings
@@ -41,7 +49,8 @@ def detect_cmd(
             bar.update(task, total=max(total, 1e-9), advance=seconds)
             bar.update(task, done=f"{bar.tasks[0].completed / 3600:.2f} / {total / 3600:.2f} h")
 
-        run = detect(paths, out=out, model=model, settings=settings, resume=resume, device=device, progress=advance)
+        run = detect(paths, out=out, model=model, settings=settings, resume=resume, device=device, progress=advance,
+                     workers=workers, scheduler=scheduler)
 
     if run.events:
         console.print(events_table(run.events))

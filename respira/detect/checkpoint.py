@@ -3,8 +3,10 @@
 In progress: a folder with state.npz (the small carried state, rewritten after each block)
 and chunk-NNNNNN.npz (what block N added: frame levels and window scores, written once),
 so the bytes written grow with the file, not with its square. Finished: one .npz with the
-score track and the candidates as JSON. Files are written atomically (temp file + rename).
-Only arrays and JSON text are stored; loading never unpickles.
+score track and the candidates as JSON. Files are written atomically (a temp file of the
+writer's own + rename), so two processes writing the same file (a Dask task run again while
+the first run is still alive) never mix their bytes. Only arrays and JSON text are stored;
+loading never unpickles.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,10 +86,13 @@ def with_file(result: FileResult, file: str) -> FileResult:
 
 def _save(path: Path, **arrays: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _load(path: Path) -> dict[str, np.ndarray]:

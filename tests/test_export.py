@@ -1,5 +1,6 @@
-"""ONNX export: one checked graph with a dynamic batch, outputs equal to PyTorch within 1e-4 on the
-same audio, and a sidecar from which a front end can compute the inputs with numpy alone."""
+"""ONNX export with `--input features`: one checked graph with a dynamic batch, outputs equal to PyTorch
+within 1e-4 on the same audio, and a sidecar from which a front end can compute the inputs with numpy
+alone. The default, raw-audio graph: tests/test_export_audio.py."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def exported(tmp_path_factory):
     """(bundle path, onnx path) of a 2-member ensemble exported once."""
     folder = tmp_path_factory.mktemp("onnx")
     bundle = tiny_bundle(folder / "pair.respira", n=2)
-    return bundle, export_onnx(bundle, folder / "pair.onnx")
+    return bundle, export_onnx(bundle, folder / "pair.onnx", input="features")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_one_checked_file_with_a_sidecar(exported):
     side = json.loads(path.with_suffix(".json").read_text())
     assert side["classes"] == ["other", "cough"] and side["positive"] == "cough" and side["task"] == "classification"
     assert side["sample_rate"] == SR and side["clip_samples"] == SR and side["thresholds"] == {"decision": 0.5}
-    assert side["inputs"] == [{"name": "logmel", "shape": ["batch", 1, 32, 101]}]
+    assert side["input"] == "features" and side["inputs"] == [{"name": "logmel", "shape": ["batch", 1, 32, 101]}]
     assert side["output"] == {"name": "probabilities", "shape": ["batch", 2]}
     assert np.array(side["features"]["mel_basis"]).shape == (32, 257)
 
@@ -72,7 +73,7 @@ def test_onnx_backend_gives_the_torch_numbers(exported, waves):
     assert np.ptp(torch_p[:, 1]) > 0.01
     for m in (from_file, on_the_fly):
         np.testing.assert_allclose(m.predict_proba(waves), torch_p, atol=1e-4, rtol=0)
-    records = from_file.predict(waves, sr=SR)
+    records = from_file.predict(waves, sample_rate=SR)
     assert [r["label"] for r in records] == ["cough" if p >= 0.5 else "other" for p in torch_p[:, 1]]
     with pytest.raises(ModelError, match="backend='torch'"):
         from_file.ensemble
@@ -80,7 +81,7 @@ def test_onnx_backend_gives_the_torch_numbers(exported, waves):
 
 def test_dual_input_model(tmp_path, waves):
     bundle = tiny_bundle(tmp_path / "dual.respira", kind="dual", classes=("cough", "laugh", "speech"), positive=None)
-    path = export_onnx(bundle, tmp_path / "dual.onnx")
+    path = export_onnx(bundle, tmp_path / "dual.onnx", input="features")
     assert [i.name for i in onnx.load(str(path)).graph.input] == ["mfcc", "logmel"]
     side = json.loads(path.with_suffix(".json").read_text())
     assert np.array(side["features"]["dct"]).shape == (13, 32)

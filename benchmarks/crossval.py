@@ -107,7 +107,7 @@ def pooled(runs: list[Path], out: Path, *, seed: int) -> dict:
         thresholds = [read_meta(r / "model.respira").thresholds.get("decision", 0.5) for r in runs]
         pred = Predictions(manifest=manifest, classes=classes, task=meta.task, proba=proba, values=None,
                            targets=targets, positive=meta.positive, threshold=float(np.median(thresholds)))
-    return evaluate_predictions(pred, out_dir=out, model_name=meta.model["name"], seed=seed)
+    return evaluate_predictions(pred, out=out, model_name=meta.model["name"], seed=seed)
 
 
 def fold_spread(runs: list[Path]) -> dict:

@@ -8,7 +8,7 @@ Usage: python benchmarks/detect.py [--model NAME_OR_BUNDLE] [--backend torch|onn
 Cases, each run `--repeats` times in a fresh subprocess (so that its peak RSS, VmHWM, is its own):
   quiet:      `respira.testing.write_night` (pink bed at -50 dBFS, ~10 coughs/hour), `--hours` long;
   continuous: speech-like babble + coughs over a noise bed, never quiet, so the gate stays open.
-Each goes through `respira.detect.run.run_detect` (what `respira detect` calls: decoding, gate,
+Each goes through `respira.detect.job.run_detect` (what `respira detect` calls: decoding, gate,
 features, model, events, progress files and every output) with the model from
 `respira.inference.load_model`, timed after the model is loaded and has scored one window
 (`model_load_s`). The reference (naive): every window on
@@ -66,10 +66,10 @@ def write_continuous(path: Path, *, hours: float, seed: int = 0, coughs_per_minu
         for k, b0 in enumerate(range(0, total, block)):
             rng = np.random.default_rng([seed, k])
             n = min(block, total - b0)
-            y = noise_bed(sr=SR, rng=rng, duration=n / SR, level_db=-45.0).astype(np.float64)
-            y += 10 ** (-20 / 20) * babble(sr=SR, rng=rng, duration=n / SR)
+            y = noise_bed(sample_rate=SR, rng=rng, duration_s=n / SR, level_db=-45.0).astype(np.float64)
+            y += 10 ** (-20 / 20) * babble(sample_rate=SR, rng=rng, duration_s=n / SR)
             for _ in range(rng.poisson(coughs_per_minute * n / (60 * SR))):
-                c = cough(sr=SR, rng=rng)[:n]
+                c = cough(sample_rate=SR, rng=rng)[:n]
                 at = int(rng.integers(0, n - len(c) + 1))
                 y[at: at + len(c)] += 10 ** (-14 / 20) * c
             f.write(np.clip(y, -0.99, 0.99).astype(np.float32))
@@ -81,7 +81,7 @@ def audio_files(folder: Path, *, hours_quiet: float, hours_continuous: float) ->
 
     folder.mkdir(parents=True, exist_ok=True)
     files = {"quiet": folder / f"night-{hours_quiet:g}h.wav", "continuous": folder / f"continuous-{hours_continuous:g}h.wav"}
-    makers = {"quiet": lambda p: write_night(p, hours=hours_quiet, sr=SR, coughs_per_hour=10, seed=0),
+    makers = {"quiet": lambda p: write_night(p, hours=hours_quiet, sample_rate=SR, coughs_per_hour=10, seed=0),
               "continuous": lambda p: write_continuous(p, hours=hours_continuous)}
     for case, path in files.items():
         if not path.is_file():
@@ -106,7 +106,7 @@ def fresh_bundle(path: Path, overrides: tuple[str, ...] = ()) -> Path:
     torch.manual_seed(0)
     meta = BundleMeta(task="classification", classes=(config.data.negative, config.data.positive),
                       positive=config.data.positive, features=config.features.to_dict(), model=spec,
-                      clip_seconds=config.data.clip_seconds)
+                      clip_s=config.data.clip_s)
     save_bundle(path, [build(spec).eval()], meta)
     return path
 
@@ -161,7 +161,7 @@ def child(spec: dict) -> dict:
     cfg = detect_config(model)
     wall, cpu = time.perf_counter(), _cpu_s()
     if spec["kind"] == "detect":
-        from respira.detect.run import run_detect
+        from respira.detect.job import run_detect
 
         counted = _Counted(model)
         (result,) = run_detect([spec["file"]], counted, cfg, spec["out"], model=spec["model"], resume=False).results
@@ -170,7 +170,7 @@ def child(spec: dict) -> dict:
     else:
         from respira import audio
 
-        y = audio.load(spec["file"], sr=model.sample_rate, end=spec["seconds"])
+        y = audio.load(spec["file"], sample_rate=model.sample_rate, end_s=spec["seconds"])
         win, hop = model.clip_samples, round(cfg.hop_s * model.sample_rate)
         starts = np.arange(0, max(1, len(y) - win + hop), hop)  # the detector's grid, the last window zero-padded
         view = np.lib.stride_tricks.sliding_window_view(np.concatenate([y, np.zeros(win, np.float32)]), win)
@@ -212,7 +212,7 @@ def sweep(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="respira-bench-sweep-") as tmp:
         for channels, n_mels, clip_s in SWEEP:
             overrides = (f"model.params={{channels: {list(channels)}}}", f"features.n_mels={n_mels}",
-                         f"data.clip_seconds={clip_s}")
+                         f"data.clip_s={clip_s}")
             model = load_model(fresh_bundle(Path(tmp) / "sweep.respira", overrides))
             hop, n = SR // 4, 64
             y = (0.05 * np.random.default_rng(0).standard_normal((n - 1) * hop + model.clip_samples)).astype(np.float32)

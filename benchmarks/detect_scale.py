@@ -1,4 +1,4 @@
-"""Detection throughput on a Dask cluster: the same recordings through `respira.detect.run.detect`
+"""Detection throughput on a Dask cluster: the same recordings through `respira.detect.job.detect`
 in one process, then on 1 and on 2 local worker processes (`--workers`), in one run.
 
 Usage: python benchmarks/detect_scale.py [--files 8] [--minutes 15] [--workers 1,2] [--model NAME_OR_BUNDLE]
@@ -91,7 +91,7 @@ def synthetic_files(folder: Path, *, files: int, minutes: float) -> list[str]:
 
 def measure(files: list[str], *, model: str, out: Path, workers: int | None) -> dict:
     """One run from scratch: wall seconds, seconds until the first progress report, audio seconds."""
-    from respira.detect.run import detect
+    from respira.detect.job import detect
 
     first: list[float] = []
     start = time.perf_counter()

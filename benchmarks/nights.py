@@ -26,7 +26,7 @@ from) on the `--split` side (test, or val) are used.
 
 `respira detect` (the CLI, with `--model`) runs on the nights; its candidates (every burst scoring
 at least 0.05) give the sensitivity / false-alarm curve through
-`respira.detect.evaluate.evaluate_events` with no ignore zones: a planted cough clip is one
+`respira.detect.event_metrics.evaluate_events` with no ignore zones: a planted cough clip is one
 event, found when a detection overlaps it; a detection that overlaps no planted cough is a
 false alarm, attributed to the planted sound it overlaps most ("bed" when none). The count
 error compares, per 10 minutes of night, the detector's events at its threshold (what
@@ -141,11 +141,11 @@ def _clips(rows: Sequence[tuple[str, str, str, str]]) -> list[Clip]:
     out = []
     for path, label, subject, dataset in rows:
         try:
-            y = audio.load(path, sr=SR)
+            y = audio.load(path, sample_rate=SR)
         except AudioError as e:
             _log(f"warning: skipped {e}")
             continue
-        a, b = sound_extent(y, sr=SR)
+        a, b = sound_extent(y, sample_rate=SR)
         if b == a:
             _log(f"warning: skipped {path}: silent")
             continue
@@ -158,7 +158,7 @@ def speech_pieces(path: str, *, subject: str, avoid: tuple[float, float], rng: n
     pieces that overlap `avoid` (s) and those whose 95th-percentile 10-ms frame level is more than
     SPEECH_LOUD_DB below the side's."""
     try:
-        y = audio.load(path, sr=SR)
+        y = audio.load(path, sample_rate=SR)
     except AudioError as e:
         _log(f"warning: skipped {e}")
         return []
@@ -166,7 +166,7 @@ def speech_pieces(path: str, *, subject: str, avoid: tuple[float, float], rng: n
     out, at = [], 0
     while at + int(SPEECH_S[0] * SR) <= len(y):
         piece = y[at : at + int(round(rng.uniform(*SPEECH_S) * SR))]
-        a, b = sound_extent(piece, sr=SR)
+        a, b = sound_extent(piece, sample_rate=SR)
         clear = at + len(piece) <= avoid[0] * SR or at >= avoid[1] * SR
         if clear and b > a and _loud_level(piece) >= side_level - SPEECH_LOUD_DB:
             out.append(Clip(piece[a:b].copy(), "speech", path, subject, "covid19-cough-uncut/operator", (at + a) / SR))
@@ -212,7 +212,7 @@ def build_nights(pools: dict[str, list[Clip]], *, nights: int, minutes: float, s
                 drawn.append(clip)
                 yield clip.y
 
-        y, placed = mix_night(sounds(), duration=minutes * 60, sr=SR, rng=np.random.default_rng([seed, 1, n]))
+        y, placed = mix_night(sounds(), duration_s=minutes * 60, sample_rate=SR, rng=np.random.default_rng([seed, 1, n]))
         path = out / "nights" / f"night{n}.flac"
         sf.write(path, y, SR, subtype="PCM_16")
         rows += [_truth_row(path, p, drawn[p.index]) for p in placed]
@@ -242,7 +242,7 @@ def detect(files: list[str], *, model: str, out: Path) -> tuple[pd.DataFrame, pd
 def score(truth: pd.DataFrame, candidates: pd.DataFrame, events: pd.DataFrame, *, threshold: float,
           durations: dict[str, float]) -> dict:
     """The JSON-ready figures of the module docstring."""
-    from respira.detect.evaluate import evaluate_events, false_alarms_at, match_detections
+    from respira.detect.event_metrics import evaluate_events, false_alarms_at, match_detections
 
     annotations = truth.rename(columns={"file": "path"})
     kwargs = {"durations": durations, "ignore_around_s": 0.0}

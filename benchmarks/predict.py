@@ -34,7 +34,7 @@ def fresh_bundle(folder: Path) -> Path:
     cfg = FeatureConfig()
     params = {"n_classes": 2, "in_channels": cfg.channels, "n_bins": cfg.n_mels}
     meta = BundleMeta(task="classification", classes=("other", "cough"), positive="cough", features=cfg.to_dict(),
-                      model={"name": "compact_cnn", "params": params}, clip_seconds=2.0)
+                      model={"name": "compact_cnn", "params": params}, clip_s=2.0)
     path = folder / "fresh.respira"
     save_bundle(path, [build_model("compact_cnn", **params).eval()], meta)
     return path
@@ -74,7 +74,7 @@ def main() -> None:
         name = str(args.model or ("cough" if source == "cough" else "fresh compact_cnn"))
         backends: dict[str, Model] = {"torch": load_model(source), "onnx": load_exported(source)}
     model = backends["torch"]
-    print(f"{name}: {args.clips} clips of {args.seconds:g} s, windows of {model.clip_seconds:g} s", file=sys.stderr)
+    print(f"{name}: {args.clips} clips of {args.seconds:g} s, windows of {model.clip_s:g} s", file=sys.stderr)
     clips = make_clips(args.clips, args.seconds, model.sample_rate)
     seconds, outputs = {}, {}
     for backend, m in backends.items():

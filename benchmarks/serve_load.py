@@ -76,7 +76,7 @@ def choose_model(requested: str | None, tmp: Path) -> str:
     params = {"n_classes": 2, "in_channels": 1, "n_bins": 64}
     meta = BundleMeta(task="classification", classes=("cough", "other"), positive="cough",
                       features=FeatureConfig().to_dict(), model={"name": "compact_cnn", "params": params},
-                      clip_seconds=1.0)
+                      clip_s=1.0)
     path = tmp / "tiny.respira"
     save_bundle(path, [build_model("compact_cnn", **params).eval()], meta)
     return str(path)
@@ -91,7 +91,7 @@ def clips(n: int, *, seconds: float) -> list[bytes]:
     out = []
     for i in range(n):
         events = [{"cough": 1}, {"wheeze": 1}, None][i % 3]
-        y, _ = testing.scene(duration=seconds, events=events, seed=i)
+        y, _ = testing.scene(duration_s=seconds, events=events, seed=i)
         buffer = io.BytesIO()
         sf.write(buffer, y, SR, format="WAV", subtype="PCM_16")
         out.append(buffer.getvalue())

@@ -3,7 +3,7 @@
     import respira
     model = respira.load_model("cough")          # a built-in name or a .respira bundle path
     rows = model.predict(["a.wav", "b.webm"])    # one dict per clip: file, label, score, ...
-    result = respira.evaluate("vocal", "manifest.csv", out_dir="eval")   # metrics.json, report.md, ...
+    result = respira.evaluate("vocal", "manifest.csv", out="eval")   # metrics.json, report.md, ...
     run = respira.detect(["night.flac"], out="night/")       # long recordings -> events, report
     metrics = respira.evaluate_events("night/events.csv", "annotations.csv", out="night/eval")
     respira.monitor("stdin", db="night.sqlite")              # live input -> events in SQLite
@@ -22,7 +22,7 @@ __all__ = ["Model", "__version__", "detect", "evaluate", "evaluate_events", "loa
 _LAZY = {"load_model": "respira.inference", "Model": "respira.inference", "evaluate_events": "respira.detect"}
 """Public name -> the module that defines it, imported when the name is first used."""
 _JOBS = ("detect", "evaluate", "monitor")
-"""Jobs named after their sub-package, which is callable: respira.evaluate(model, manifest, out_dir=...),
+"""Jobs named after their sub-package, which is callable: respira.evaluate(model, manifest, out=...),
 respira.detect(paths, out=...), respira.monitor(source, db=...)."""
 
 

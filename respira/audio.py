@@ -33,7 +33,7 @@ import soxr
 
 from respira.errors import AudioError, ConfigError, RespiraError
 
-DEFAULT_SR = 16000
+DEFAULT_SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
     {".wav", ".flac", ".ogg", ".opus", ".mp3", ".webm", ".m4a", ".aac", ".mp4", ".aiff", ".aif"}
 )
@@ -102,27 +102,28 @@ class Failure:
 
 
 def load(
-    src: AudioSource, *, sr: int | None = DEFAULT_SR, start: float | None = None, end: float | None = None
+    src: AudioSource, *, sample_rate: int | None = DEFAULT_SAMPLE_RATE, start_s: float | None = None,
+    end_s: float | None = None,
 ) -> np.ndarray:
-    """Decode `src` to mono float32 [samples] in [-1, 1] at `sr` Hz (None: the file's own rate).
+    """Decode `src` to mono float32 [samples] in [-1, 1] at `sample_rate` Hz (None: the file's own rate).
 
-    `start`/`end` are seconds (end None: to the end). libsndfile formats seek to `start`;
+    `start_s`/`end_s` are seconds (end_s None: to the end). libsndfile formats seek to `start_s`;
     PyAV formats (webm, m4a, ...) decode from the top and skip to it.
     """
-    y, native_sr = load_native(src, start=start, end=end)
-    if sr is None or sr == native_sr:
+    y, native_sr = load_native(src, start_s=start_s, end_s=end_s)
+    if sample_rate is None or sample_rate == native_sr:
         return y
-    return np.clip(resample(y, orig_sr=native_sr, sr=sr), -1.0, 1.0)
+    return np.clip(resample(y, orig_sample_rate=native_sr, sample_rate=sample_rate), -1.0, 1.0)
 
 
 def load_native(
-    src: AudioSource, *, start: float | None = None, end: float | None = None
+    src: AudioSource, *, start_s: float | None = None, end_s: float | None = None
 ) -> tuple[np.ndarray, int]:
     """Decode `src` to mono float32 [samples] in [-1, 1] at its own rate; returns (y, rate in Hz).
 
     A damaged file gives what decodes, with an AudioWarning."""
     with _open(src) as reader:
-        first, stop = _frame_range(reader, start=start, end=end)
+        first, stop = _frame_range(reader, start=start_s, end=end_s)
         whole = stop - first if stop is not None else 1 << 62
         blocks = list(_decode(reader, start=first, stop=stop, block=whole, on_salvage=_warner(reader)))
         return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks)), reader.sr
@@ -164,48 +165,52 @@ def info(src: AudioSource, *, check: bool = True) -> AudioInfo:
         )
 
 
-def stream(src: AudioSource, *, sr: int = DEFAULT_SR, block_s: float = 60.0) -> Iterator[np.ndarray]:
-    """Mono float32 blocks of round(block_s * sr) samples at `sr` (the last may be shorter).
+def stream(src: AudioSource, *, sample_rate: int = DEFAULT_SAMPLE_RATE, block_s: float = 60.0) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of round(block_s * sample_rate) samples at `sample_rate` (the last may be shorter).
 
-    Memory does not grow with the file's length; the blocks joined equal ``load(src, sr=sr)``.
+    Memory does not grow with the file's length; the blocks joined equal ``load(src, sample_rate=sample_rate)``.
     Errors are raised when iteration starts; a damaged file ends where its damage starts, with an
     AudioWarning.
     """
-    size = round(block_s * sr)
-    if sr <= 0 or size < 1:
-        raise ValueError(f"stream needs sr > 0 and block_s * sr >= 1, got sr={sr}, block_s={block_s}")
+    size = round(block_s * sample_rate)
+    if sample_rate <= 0 or size < 1:
+        raise ValueError(f"stream needs sample_rate > 0 and block_s * sample_rate >= 1, got sample_rate={sample_rate}, "
+                         f"block_s={block_s}")
     with _open(src) as reader:
         first, stop = _frame_range(reader, start=None, end=None)
         block = max(1, round(_READ_BLOCK_S * reader.sr))
         native = _decode(reader, start=first, stop=stop, block=block, on_salvage=_warner(reader))
-        blocks = native if reader.sr == sr else resample_stream(native, orig_sr=reader.sr, sr=sr)
+        blocks = native if reader.sr == sample_rate else resample_stream(native, orig_sample_rate=reader.sr,
+                                                                         sample_rate=sample_rate)
         for y in _rechunk(blocks, size=size):
             yield np.clip(y, -1.0, 1.0, out=y)
 
 
-def resample(y: np.ndarray, *, orig_sr: int, sr: int) -> np.ndarray:
-    """Resample mono `y` [samples] from `orig_sr` to `sr` Hz (soxr HQ, as librosa); float32 [round(n * sr / orig_sr)]."""
-    if orig_sr <= 0 or sr <= 0:
-        raise ValueError(f"sample rates must be positive, got orig_sr={orig_sr}, sr={sr}")
+def resample(y: np.ndarray, *, orig_sample_rate: int, sample_rate: int) -> np.ndarray:
+    """Resample mono `y` [samples] from `orig_sample_rate` to `sample_rate` Hz (soxr HQ, as librosa);
+    float32 [round(n * sample_rate / orig_sample_rate)]."""
+    if orig_sample_rate <= 0 or sample_rate <= 0:
+        raise ValueError(f"sample rates must be positive, got orig_sample_rate={orig_sample_rate}, "
+                         f"sample_rate={sample_rate}")
     y = np.asarray(y, dtype=np.float32)
-    if orig_sr == sr:
+    if orig_sample_rate == sample_rate:
         return y
-    return soxr.resample(y, orig_sr, sr, quality="HQ").astype(np.float32, copy=False)
+    return soxr.resample(y, orig_sample_rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def quality_warnings(y: np.ndarray, *, sr: int) -> list[str]:
-    """Quality notes for mono `y` [samples] at `sr` Hz: "silent", "clipped (x% of samples)", "very short"."""
+def quality_warnings(y: np.ndarray, *, sample_rate: int) -> list[str]:
+    """Quality notes for mono `y` [samples] at `sample_rate` Hz: "silent", "clipped (x% of samples)", "very short"."""
     levels = _Levels()
     levels.update(np.asarray(y, dtype=np.float32))
-    return levels.warnings(sr=sr)
+    return levels.warnings(sr=sample_rate)
 
 
-def write_wav(path: str | os.PathLike, y: np.ndarray, *, sr: int) -> None:
-    """Write mono `y` [samples] (floats in [-1, 1], clipped) as a 16-bit PCM WAV at `sr` Hz."""
+def write_wav(path: str | os.PathLike, y: np.ndarray, *, sample_rate: int) -> None:
+    """Write mono `y` [samples] (floats in [-1, 1], clipped) as a 16-bit PCM WAV at `sample_rate` Hz."""
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"write_wav takes mono audio [samples], got shape {y.shape}")
-    sf.write(os.fspath(path), np.clip(y, -1.0, 1.0), sr, format="WAV", subtype="PCM_16")
+    sf.write(os.fspath(path), np.clip(y, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
 
 
 # ----------------------------------------------------------------------------- finding files
@@ -505,21 +510,22 @@ _WAV_ENCODINGS = {(1, 16): "s16le", (1, 24): "s24le", (1, 32): "s32le", (3, 32):
 
 @dataclass(frozen=True)
 class PcmFormat:
-    """Raw PCM: `encoding` (a key of ENCODINGS), `sr` Hz, interleaved `channels` (averaged to mono)."""
+    """Raw PCM: `encoding` (a key of ENCODINGS), `sample_rate` Hz, interleaved `channels` (averaged to mono)."""
 
     encoding: str = "s16le"
-    sr: int = 16000
+    sample_rate: int = 16000
     channels: int = 1
 
     def __post_init__(self) -> None:
         if self.encoding not in ENCODINGS:
             raise ConfigError(f"unknown PCM format {self.encoding!r}; choose from {', '.join(ENCODINGS)}")
-        if self.sr <= 0 or self.channels <= 0:
-            raise ConfigError(f"PCM needs a sample rate > 0 and channels > 0, got {self.sr} Hz, {self.channels} channels")
+        if self.sample_rate <= 0 or self.channels <= 0:
+            raise ConfigError(f"PCM needs a sample rate > 0 and channels > 0, got {self.sample_rate} Hz, "
+                              f"{self.channels} channels")
 
 
-def open_pcm(f: BinaryIO, *, fmt: PcmFormat, sr: int, block_s: float) -> tuple[PcmFormat, Iterator[np.ndarray]]:
-    """A PCM byte stream -> (its format, mono float32 blocks of about block_s s at `sr`).
+def open_pcm(f: BinaryIO, *, fmt: PcmFormat, sample_rate: int, block_s: float) -> tuple[PcmFormat, Iterator[np.ndarray]]:
+    """A PCM byte stream -> (its format, mono float32 blocks of about block_s s at `sample_rate`).
 
     A stream that starts with a WAV header (RIFF/WAVE, PCM 16/24/32-bit or float 32-bit) is read
     with the header's format, to the end of the stream whatever sizes the header declares (a
@@ -533,7 +539,9 @@ def open_pcm(f: BinaryIO, *, fmt: PcmFormat, sr: int, block_s: float) -> tuple[P
             raise AudioError("WAV stream: the data chunk comes before the fmt chunk")
         fmt, head = _wav_format(body), b""
     blocks = _pcm_blocks(f, head, fmt=fmt, block_s=block_s)
-    return fmt, blocks if fmt.sr == sr else resample_stream(blocks, orig_sr=fmt.sr, sr=sr)
+    if fmt.sample_rate == sample_rate:
+        return fmt, blocks
+    return fmt, resample_stream(blocks, orig_sample_rate=fmt.sample_rate, sample_rate=sample_rate)
 
 
 def _read_exactly(f: BinaryIO, n: int) -> bytes:
@@ -602,11 +610,11 @@ def _wav_format(body: bytes) -> PcmFormat:
 
 
 def _pcm_blocks(f: BinaryIO, head: bytes, *, fmt: PcmFormat, block_s: float) -> Iterator[np.ndarray]:
-    """Mono float32 blocks of round(block_s * fmt.sr) samples (the last may be shorter) from f,
+    """Mono float32 blocks of round(block_s * fmt.sample_rate) samples (the last may be shorter) from f,
     after the bytes `head` already read; a trailing partial frame is dropped."""
     width, decode = ENCODINGS[fmt.encoding]
     frame = width * fmt.channels
-    want = max(1, round(block_s * fmt.sr)) * frame
+    want = max(1, round(block_s * fmt.sample_rate)) * frame
     pending = head
     while True:
         data = pending + _read_exactly(f, want - len(pending)) if len(pending) < want else pending
@@ -886,9 +894,9 @@ def _warner(reader: _Reader) -> Callable[[_Salvage], None]:
     return lambda s: warnings.warn(f"{reader.name}: {s.message(sr=reader.sr)}", AudioWarning, stacklevel=4)
 
 
-def resample_stream(blocks: Iterable[np.ndarray], *, orig_sr: int, sr: int) -> Iterator[np.ndarray]:
+def resample_stream(blocks: Iterable[np.ndarray], *, orig_sample_rate: int, sample_rate: int) -> Iterator[np.ndarray]:
     """One continuous soxr HQ resampling over consecutive blocks; the same output as `resample` on their join."""
-    resampler = soxr.ResampleStream(orig_sr, sr, 1, dtype="float32", quality="HQ")
+    resampler = soxr.ResampleStream(orig_sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
     for y in blocks:
         out = resampler.resample_chunk(y, last=False)
         if len(out):

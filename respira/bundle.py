@@ -41,9 +41,9 @@ class BundleMeta:
     task: "classification" | "multilabel" | "regression". classes: class names, in the order
     of the model's outputs (regression: one name, the target column, e.g. "cough_detected").
     features: `FeatureConfig.to_dict()`. model: {"name": registry name, "params": `build_model`
-    keyword arguments including n_classes, in_channels, n_bins}. clip_seconds: the window the
-    model sees. positive: the positive class of a binary task. pooling: how the window scores
-    of a clip longer than clip_seconds are pooled ("mean" | "max"). thresholds: "decision"
+    keyword arguments including n_classes, in_channels, n_bins}. clip_s: the window the
+    model sees, in seconds. positive: the positive class of a binary task. pooling: how the window scores
+    of a clip longer than clip_s are pooled ("mean" | "max"). thresholds: "decision"
     (and, for multilabel, optionally one per class name). provenance: data, config, metrics,
     version, created, command.
     """
@@ -52,7 +52,7 @@ class BundleMeta:
     classes: tuple[str, ...]
     features: dict
     model: dict
-    clip_seconds: float
+    clip_s: float
     positive: str | None = None
     pooling: str = "mean"
     thresholds: dict = field(default_factory=lambda: {"decision": 0.5})
@@ -73,6 +73,7 @@ class BundleMeta:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BundleMeta:
         """Build from the JSON form; an unknown key or a newer format_version -> ModelError."""
+        d = {("clip_s" if k == "clip_seconds" else k): v for k, v in d.items()}  # bundles saved before the rename
         version = d.get("format_version", FORMAT_VERSION)
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise ModelError(
@@ -112,7 +113,7 @@ def _problems(meta: BundleMeta) -> list[str]:
          "model must be {'name': ..., 'params': {...}}"),
         (n_out is None or n_out == n or (binary and n_out == 1),
          f"model params n_classes={n_out} does not match {n} class(es)"),
-        (meta.clip_seconds > 0, f"clip_seconds must be > 0, got {meta.clip_seconds}"),
+        (meta.clip_s > 0, f"clip_s must be > 0, got {meta.clip_s}"),
         (isinstance(meta.thresholds, Mapping) and "decision" in meta.thresholds,
          "thresholds must hold a 'decision' value"),
     ]

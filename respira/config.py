@@ -56,7 +56,7 @@ class DataConfig(Bounded, key="data"):
     `positive` vs every other label (named `negative`). label_column: the column holding the
     label (for regression, the numeric target). exclude_subjects_of: a source whose subjects
     are dropped before splitting (never trained on, e.g. the calls a detector is tested on).
-    clip_seconds: the model's window; longer clips are scored window by window at inference and
+    clip_s: the model's window in seconds; longer clips are scored window by window at inference and
     the windows pooled by `pooling` ("mean", or "max": an event anywhere in the clip counts).
     auxiliary (classification with `classes`): more labels whose clips train extra outputs that
     the bundle leaves out, so the shared layers learn from more sounds. Their rows are training
@@ -71,7 +71,7 @@ class DataConfig(Bounded, key="data"):
     negative: str = "other"
     exclude_subjects_of: Union[SourceConfig, None] = None
     auxiliary: tuple[str, ...] = ()
-    clip_seconds: float = bounded(4.0, gt=0.0, le=600.0)
+    clip_s: float = bounded(4.0, gt=0.0, le=600.0)
     pooling: Literal[POOLINGS] = "mean"
     split: SplitConfig = SplitConfig()
 
@@ -197,6 +197,8 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:
     """A checked Config from plain values (as YAML gives them); relative paths become absolute."""
+    if isinstance(raw.get("data"), Mapping) and "clip_seconds" in raw["data"]:  # configs written before the rename
+        raise ConfigError("data.clip_seconds was renamed data.clip_s")
     cfg = build(Config, raw, prefix="")
     _check(cfg)
     return cfg

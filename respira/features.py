@@ -157,10 +157,10 @@ def mel_frequencies(n: int, *, fmin: float, fmax: float) -> np.ndarray:
     return _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n))
 
 
-def mel_filters(*, sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+def mel_filters(*, sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """[n_mels, n_fft // 2 + 1] float32 triangular Slaney-normalised mel filters, equal to
     ``librosa.filters.mel(htk=False, norm="slaney")``; computed here so inference needs no librosa."""
-    freqs = np.fft.rfftfreq(n_fft, d=1.0 / sr)
+    freqs = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)
     edges = mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)
     widths = np.diff(edges)
     ramps = np.subtract.outer(edges, freqs)
@@ -276,7 +276,7 @@ class FeatureExtractor(torch.nn.Module):
         window = torch.hann_window(cfg.win_length, periodic=True, dtype=torch.float64)
         left = (cfg.n_fft - cfg.win_length) // 2
         self.register_buffer("window", F.pad(window, (left, cfg.n_fft - cfg.win_length - left)))
-        mel = mel_filters(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.mel_fmax)
+        mel = mel_filters(sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.mel_fmax)
         self.register_buffer("mel_basis", torch.from_numpy(mel))
         self.register_buffer("dct", torch.from_numpy(dct_matrix(cfg.n_mfcc, cfg.n_mels).astype(np.float32)))
 

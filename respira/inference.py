@@ -3,7 +3,7 @@
 The CLI, the Python API, the HTTP server, the long-recording detector, evaluation and the
 ONNX check all go through `Model`, so the same audio gives the same numbers everywhere.
 
-A clip is scored in windows of ``clip_seconds``: a shorter clip is zero-padded on both sides
+A clip is scored in windows of ``clip_s``: a shorter clip is zero-padded on both sides
 to one window; a longer one is cut into windows with a hop of half a window (the last window
 ends at the end of the clip) and the window outputs are pooled (``meta.pooling``). Windows of
 many clips are batched together; ensemble members' probabilities are averaged.
@@ -221,12 +221,12 @@ def _source(item: Any, index: int, *, sr: int | None) -> _Source:
     from respira import audio
 
     if isinstance(item, (str, os.PathLike)):
-        return _Source(os.fspath(item), lambda rate: audio.load(item, sr=rate))
+        return _Source(os.fspath(item), lambda rate: audio.load(item, sample_rate=rate))
     if isinstance(item, (bytes, bytearray)) or hasattr(item, "read"):
-        return _Source(getattr(item, "name", None) or f"<bytes {index}>", lambda rate: audio.load(item, sr=rate))
+        return _Source(getattr(item, "name", None) or f"<bytes {index}>", lambda rate: audio.load(item, sample_rate=rate))
     if isinstance(item, (np.ndarray, torch.Tensor)):
         if sr is None:
-            raise AudioError("predict: a waveform array needs its sample rate, sr=")
+            raise AudioError("predict: a waveform array needs its sample rate, sample_rate=")
         y = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
         return _Source(f"<array {index}>", lambda rate: _array_at(y, sr=sr, rate=rate))
     raise AudioError(f"predict: cannot read input {index} of type {type(item).__name__} "
@@ -242,7 +242,7 @@ def _array_at(y: np.ndarray, *, sr: int, rate: int) -> np.ndarray:
                          "pass a list of arrays for several clips")
     if len(y) == 0:
         raise AudioError("a waveform array is empty")
-    return y if sr == rate else audio.resample(y, orig_sr=sr, sr=rate)
+    return y if sr == rate else audio.resample(y, orig_sample_rate=sr, sample_rate=rate)
 
 
 # --- the model ------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ class Model:
     def _setup(self, meta: BundleMeta, name: str, runner: Runner, device: torch.device) -> None:
         self.meta, self.name, self._run, self._device = meta, name, runner, device
         self.feature_config = FeatureConfig.from_dict(meta.features)
-        self.clip_samples = int(round(meta.clip_seconds * self.sample_rate))
+        self.clip_samples = int(round(meta.clip_s * self.sample_rate))
         self._task = TASKS[meta.task]
         self._positive_index = positive_index(meta.classes, meta.positive)
 
@@ -316,8 +316,8 @@ class Model:
         return self.feature_config.sample_rate
 
     @property
-    def clip_seconds(self) -> float:
-        return float(self.meta.clip_seconds)
+    def clip_s(self) -> float:
+        return float(self.meta.clip_s)
 
     @property
     def backend(self) -> str:
@@ -352,7 +352,7 @@ class Model:
         windows = np.asarray(windows, dtype=np.float32)
         if windows.ndim != 2 or windows.shape[1] < 1:
             raise AudioError(f"score_windows expects windows [n, samples] (normally [n, {self.clip_samples}]: "
-                             f"{self.clip_seconds:g} s at {self.sample_rate} Hz), got shape {windows.shape}")
+                             f"{self.clip_s:g} s at {self.sample_rate} Hz), got shape {windows.shape}")
         out = self._outputs(windows) if len(windows) else np.zeros((0, len(self.classes)), np.float32)
         return out[:, 0] if self._task.values else out
 
@@ -402,15 +402,16 @@ class Model:
         pooled = pooled.reshape(-1, len(self.classes))  # no clips: [0, n_classes]
         return pooled[:, 0] if self._task.values else pooled
 
-    def predict(self, x: Any, *, sr: int | None = None, batch_size: int = 32, progress: bool = False) -> list[dict]:
-        """Score clips: `x` is a path, bytes, a file object, a 1-D array (with `sr`; resampled), or a list of these.
+    def predict(self, x: Any, *, sample_rate: int | None = None, batch_size: int = 32, progress: bool = False) -> list[dict]:
+        """Score clips: `x` is a path, bytes, a file object, a 1-D array (with `sample_rate`; resampled), or a list of these.
 
         Returns one record per input in input order (see the class docstring). Inputs are loaded
         `batch_size` at a time; `progress` shows a bar on stderr (when it is a terminal).
         """
         return [
             {"file": name, "error": error} if error else self._record(name, output, duration_s)
-            for name, output, duration_s, error in self._scored(_sources(x, sr=sr), batch_size=batch_size, progress=progress)
+            for name, output, duration_s, error in self._scored(_sources(x, sr=sample_rate), batch_size=batch_size,
+                                                                progress=progress)
         ]
 
     def score_rows(self, manifest: pd.DataFrame, *, batch_size: int = 32, progress: bool = False
@@ -423,8 +424,8 @@ class Model:
         from respira import audio
 
         def source(index: Any, path: str, start: float, end: float) -> _Source:
-            span = {"start": None if np.isnan(start) else float(start), "end": None if np.isnan(end) else float(end)}
-            return _Source(f"row {index + 1}", lambda rate: audio.load(path, sr=rate, **span))
+            span = {"start_s": None if np.isnan(start) else float(start), "end_s": None if np.isnan(end) else float(end)}
+            return _Source(f"row {index + 1}", lambda rate: audio.load(path, sample_rate=rate, **span))
 
         starts = np.asarray(manifest["start"], dtype=float)
         ends = np.asarray(manifest["end"], dtype=float)

@@ -27,8 +27,8 @@ from respira import store
 from respira.detect.config import DetectConfig, detect_config
 from respira.detect.events import Event
 from respira.detect.pipeline import Scorer, StreamDetector, check_scorer
-from respira.detect.report import summary
-from respira.detect.run import write_night
+from respira.detect.night_report import summary
+from respira.detect.job import write_night
 from respira.detect.state import FileResult
 from respira.errors import ConfigError
 from respira.callable_module import callable_module
@@ -105,7 +105,7 @@ def monitor(
         for s in store.mark_interrupted(con):
             say(f"session {s.id} '{s.name}' was interrupted after {s.seconds_analysed / 3600:.3f} h "
                 f"({s.events} events kept; last progress {s.updated_at})")
-        blocks, info = source.open(sr=scorer.sample_rate, block_s=cfg.detect.block_s, stop=stop)
+        blocks, info = source.open(sample_rate=scorer.sample_rate, block_s=cfg.detect.block_s, stop=stop)
         session = new_session(con, scorer, cfg, source=source.name, model=model, name=name, source_info=info)
         say(f"session {session.id} '{session.name}': {source.name} -> {db} (model {model}, "
             f"threshold {cfg.detect.threshold:g}); Ctrl-C to stop")
@@ -120,7 +120,7 @@ def new_session(con: sqlite3.Connection, scorer: Scorer, cfg: MonitorConfig, *, 
     name = name or datetime.now().strftime("%Y-%m-%d_%H%M%S")
     if name.isdigit() or name == "latest":
         raise ConfigError(f"--session-name {name!r} would be read as an id or `latest`; choose a name with a letter")
-    params = {"monitor": cfg.to_dict(), "window_s": float(cfg.detect.window_s or scorer.clip_seconds),
+    params = {"monitor": cfg.to_dict(), "window_s": float(cfg.detect.window_s or scorer.clip_s),
               "source": source_info or {}}
     return store.start_session(con, name=name, source=source, model=model, threshold=cfg.detect.threshold,
                                sample_rate=int(scorer.sample_rate), params=params)
@@ -147,7 +147,7 @@ def monitor_stream(
     error from the blocks it is closed as `interrupted` and the error propagates).
     """
     detector = StreamDetector(scorer, cfg.detect, file=session.source)
-    sr = detector.sr
+    sr = detector.sample_rate
     recent = _History(seconds=cfg.history_s + cfg.detect.block_s, sr=sr) if cfg.keep_snippets else None
     origin = datetime.fromisoformat(session.started_at) if live else None
     found: list[Event] = []
@@ -187,14 +187,14 @@ def monitor_stream(
 # ----------------------------------------------------------------------------- reports
 
 
-def session_report(con: sqlite3.Connection, session: store.Session, out_dir: str | os.PathLike) -> dict:
+def session_report(con: sqlite3.Connection, session: store.Session, out: str | os.PathLike) -> dict:
     """Write the night report of a stored session into OUT as `respira detect` writes its own
-    (`respira.detect.run.write_night`: events.csv, candidates.csv (the same events: only those are
+    (`respira.detect.job.write_night`: events.csv, candidates.csv (the same events: only those are
     stored), events.json, label tracks, timeline, summary.json, report.html, and params.json: the
-    session's settings); returns the summary: respira.detect.report.summary's keys (coughs, bouts,
+    session's settings); returns the summary: respira.detect.night_report.summary's keys (coughs, bouts,
     coughs_per_hour, hours_analysed, hours_active, ...) plus `session` (the session row). No window
     scores are stored, so the timeline shows the events and their counts per bin."""
-    out = Path(out_dir)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = _detect_config(session)
     events = [e.to_event(session.source) for e in store.events(con, session.id)]

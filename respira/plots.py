@@ -31,9 +31,9 @@ _NICE_HZ = (50, 100, 200, 500, 1000, 2000, 4000, 8000, 16000, 24000, 48000)
 
 
 def waveform_png(
-    y: np.ndarray, *, sr: int, path: str | Path | None = None, title: str | None = None
+    y: np.ndarray, *, sample_rate: int, path: str | Path | None = None, title: str | None = None
 ) -> bytes:
-    """y [samples] at ``sr`` Hz -> PNG of amplitude against time in seconds."""
+    """y [samples] at ``sample_rate`` Hz -> PNG of amplitude against time in seconds."""
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1 or y.size == 0:
         raise AudioError(f"waveform_png: expected a non-empty 1-D signal, got shape {y.shape}")
@@ -41,12 +41,12 @@ def waveform_png(
     ax = fig.add_subplot()
     if y.size > 2 * ENVELOPE_COLUMNS:
         starts = np.linspace(0, y.size, ENVELOPE_COLUMNS, endpoint=False).astype(np.int64)
-        t = starts / sr
+        t = starts / sample_rate
         ax.fill_between(t, np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts),
                         color=BAR_COLOR, linewidth=0.5)
     else:
-        ax.plot(np.arange(y.size) / sr, y, color=BAR_COLOR, linewidth=0.8)
-    ax.set_xlim(0, y.size / sr)
+        ax.plot(np.arange(y.size) / sample_rate, y, color=BAR_COLOR, linewidth=0.8)
+    ax.set_xlim(0, y.size / sample_rate)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("amplitude")
     return _finish(fig, ax, path, title)

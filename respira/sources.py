@@ -75,19 +75,20 @@ class Source:
 
         return LIVE_BLOCK_S if self.live else DetectConfig().block_s
 
-    def open(self, *, sr: int, block_s: float, stop: threading.Event | None = None) -> tuple[Iterator[np.ndarray], dict]:
-        """(blocks at `sr` of about block_s s, what the session records about its input). Fails now
+    def open(self, *, sample_rate: int, block_s: float, stop: threading.Event | None = None) -> tuple[Iterator[np.ndarray], dict]:
+        """(blocks at `sample_rate` of about block_s s, what the session records about its input). Fails now
         (AudioError) on a missing microphone, a bad WAV header or an unreadable file."""
         if self.kind == "mic":
-            return mic_blocks(sr=sr, block_s=block_s, input_sr=self.pcm.sr), {"kind": "mic", "sample_rate": self.pcm.sr}
+            blocks = mic_blocks(sample_rate=sample_rate, block_s=block_s, input_sample_rate=self.pcm.sample_rate)
+            return blocks, {"kind": "mic", "sample_rate": self.pcm.sample_rate}
         if self.kind == "file":
             audio.info(self.path, check=False)
-            return audio.stream(self.path, sr=sr, block_s=block_s), {"kind": "file"}
+            return audio.stream(self.path, sample_rate=sample_rate, block_s=block_s), {"kind": "file"}
         # stdin unbuffered: the reading thread then holds no lock that would block the interpreter's exit
         f = (open(sys.stdin.fileno(), "rb", buffering=0, closefd=False) if self.kind == "stdin"  # noqa: SIM115
              else GrowingFile(self.path, idle_s=self.idle_s, stop=stop))
-        fmt, blocks = open_pcm(f, fmt=self.pcm, sr=sr, block_s=block_s)
-        return blocks, {"kind": self.kind, "format": fmt.encoding, "sample_rate": fmt.sr, "channels": fmt.channels}
+        fmt, blocks = open_pcm(f, fmt=self.pcm, sample_rate=sample_rate, block_s=block_s)
+        return blocks, {"kind": self.kind, "format": fmt.encoding, "sample_rate": fmt.sample_rate, "channels": fmt.channels}
 
 
 class GrowingFile:
@@ -120,11 +121,11 @@ class GrowingFile:
         self._f.close()
 
 
-def mic_blocks(*, sr: int, block_s: float, input_sr: int | None = None) -> Iterator[np.ndarray]:
-    """The default microphone through `sounddevice`, mono float32 blocks of block_s s at `sr`
-    (recorded at input_sr, default sr, and resampled). Raises AudioError now when sounddevice
+def mic_blocks(*, sample_rate: int, block_s: float, input_sample_rate: int | None = None) -> Iterator[np.ndarray]:
+    """The default microphone through `sounddevice`, mono float32 blocks of block_s s at
+    `sample_rate` (recorded at input_sample_rate, default sample_rate, and resampled). Raises AudioError now when sounddevice
     is missing or no input device can record."""
-    rate = input_sr or sr
+    rate = input_sample_rate or sample_rate
     try:
         import sounddevice as sd
     except (ImportError, OSError) as e:  # OSError: the PortAudio library is missing
@@ -142,7 +143,7 @@ def mic_blocks(*, sr: int, block_s: float, input_sr: int | None = None) -> Itera
             while True:
                 yield q.get()
 
-    return record() if rate == sr else resample_stream(record(), orig_sr=rate, sr=sr)
+    return record() if rate == sample_rate else resample_stream(record(), orig_sample_rate=rate, sample_rate=sample_rate)
 
 
 def background(blocks: Iterable[np.ndarray], stop: threading.Event, *, buffered: int = 16) -> Iterator[np.ndarray]:

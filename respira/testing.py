@@ -32,93 +32,93 @@ class Event:
 # --- single sounds (peak 1.0) -------------------------------------------------------------
 
 
-def cough(*, sr: int = 16000, rng: np.random.Generator) -> np.ndarray:
+def cough(*, sample_rate: int = 16000, rng: np.random.Generator) -> np.ndarray:
     """A cough, 0.25-0.6 s: explosive broadband burst (~5 ms attack, decay), then a voiced tail.
 
     Returns float32 [samples], peak 1.0.
     """
-    n = int(round(rng.uniform(0.25, 0.6) * sr))
-    t = np.arange(n) / sr
-    burst_s = rng.uniform(0.3, 0.45) * n / sr
+    n = int(round(rng.uniform(0.25, 0.6) * sample_rate))
+    t = np.arange(n) / sample_rate
+    burst_s = rng.uniform(0.3, 0.45) * n / sample_rate
     attack_s = rng.uniform(0.003, 0.008)
     burst_env = np.minimum(t / attack_s, 1.0) * np.exp(-np.maximum(t - attack_s, 0) / (burst_s / 3))
     lo, hi = rng.uniform(150, 400), rng.uniform(2500, 5000)
-    burst = _shape_spectrum(rng.standard_normal(n), sr, lambda f: _band(f, lo, hi))
+    burst = _shape_spectrum(rng.standard_normal(n), sample_rate, lambda f: _band(f, lo, hi))
 
-    tail_start = int(0.6 * burst_s * sr)
+    tail_start = int(0.6 * burst_s * sample_rate)
     tail_t = t[tail_start:] - t[tail_start]
     f0 = rng.uniform(150, 350) * (1 - 0.15 * tail_t / max(tail_t[-1], 1e-9))
-    phase = 2 * np.pi * np.cumsum(f0) / sr
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
     voiced = sum(np.sin(k * phase) / k for k in range(1, 7)) + 0.5 * rng.standard_normal(len(tail_t))
     tail = np.zeros(n)
     tail[tail_start:] = voiced * np.hanning(len(tail_t)) * rng.uniform(0.15, 0.4)
 
     y = burst * burst_env / np.abs(burst).max() + tail / max(np.abs(voiced).max(), 1e-9)
-    return _peak_normalize(y * _fade(n, sr, fade_in_s=0.0, fade_out_s=0.01))
+    return _peak_normalize(y * _fade(n, sample_rate, fade_in_s=0.0, fade_out_s=0.01))
 
 
-def crackle(*, sr: int = 16000, rng: np.random.Generator) -> np.ndarray:
+def crackle(*, sample_rate: int = 16000, rng: np.random.Generator) -> np.ndarray:
     """A lung crackle: a short broadband transient of 5-20 ms. Returns float32 [samples], peak 1.0."""
-    n = int(round(rng.uniform(0.005, 0.020) * sr))
-    t = np.arange(n) / sr
-    env = np.minimum(t / 0.001, 1.0) * np.exp(-t / (n / sr / 4))
-    y = _shape_spectrum(rng.standard_normal(n), sr, lambda f: _band(f, 100, 4000)) * env
-    return _peak_normalize(y * _fade(n, sr, fade_in_s=0.0, fade_out_s=0.002))
+    n = int(round(rng.uniform(0.005, 0.020) * sample_rate))
+    t = np.arange(n) / sample_rate
+    env = np.minimum(t / 0.001, 1.0) * np.exp(-t / (n / sample_rate / 4))
+    y = _shape_spectrum(rng.standard_normal(n), sample_rate, lambda f: _band(f, 100, 4000)) * env
+    return _peak_normalize(y * _fade(n, sample_rate, fade_in_s=0.0, fade_out_s=0.002))
 
 
-def wheeze(*, sr: int = 16000, rng: np.random.Generator, duration: float = 0.4) -> np.ndarray:
+def wheeze(*, sample_rate: int = 16000, rng: np.random.Generator, duration_s: float = 0.4) -> np.ndarray:
     """A wheeze: a tone with f0 in 150-800 Hz, two weaker harmonics and slight vibrato.
 
-    duration: seconds, > 0.1. Returns float32 [samples], peak 1.0.
+    duration_s: seconds, > 0.1. Returns float32 [samples], peak 1.0.
     """
-    if duration <= 0.1:
-        raise ValueError(f"a wheeze lasts more than 0.1 s, got duration={duration}")
-    n = int(round(duration * sr))
-    t = np.arange(n) / sr
+    if duration_s <= 0.1:
+        raise ValueError(f"a wheeze lasts more than 0.1 s, got duration_s={duration_s}")
+    n = int(round(duration_s * sample_rate))
+    t = np.arange(n) / sample_rate
     f0 = rng.uniform(150, 800) * (1 + 0.015 * np.sin(2 * np.pi * rng.uniform(4, 8) * t + rng.uniform(0, 2 * np.pi)))
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    y = sum(a * np.sin(k * phase) for k, a in ((1, 1.0), (2, 0.35), (3, 0.15)) if k * f0.max() < sr / 2)
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    y = sum(a * np.sin(k * phase) for k, a in ((1, 1.0), (2, 0.35), (3, 0.15)) if k * f0.max() < sample_rate / 2)
     y = y + 0.01 * rng.standard_normal(n)
-    return _peak_normalize(y * _fade(n, sr, fade_in_s=0.03, fade_out_s=0.03))
+    return _peak_normalize(y * _fade(n, sample_rate, fade_in_s=0.03, fade_out_s=0.03))
 
 
-def babble(*, sr: int = 16000, rng: np.random.Generator, duration: float) -> np.ndarray:
+def babble(*, sample_rate: int = 16000, rng: np.random.Generator, duration_s: float) -> np.ndarray:
     """Speech-like sound: glottal pulses (f0 90-250 Hz) through random formants, 3-6 syllables/s.
 
-    duration: seconds. Returns float32 [samples], peak 1.0.
+    duration_s: seconds. Returns float32 [samples], peak 1.0.
     """
-    n = int(round(duration * sr))
-    t = np.arange(n) / sr
+    n = int(round(duration_s * sample_rate))
+    t = np.arange(n) / sample_rate
     f0 = rng.uniform(90, 250) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(0.3, 0.8) * t + rng.uniform(0, 2 * np.pi)))
     f0 = np.clip(f0, 90, 250)
-    cycles = np.floor(np.cumsum(f0) / sr)
+    cycles = np.floor(np.cumsum(f0) / sample_rate)
     pulses = np.diff(cycles, prepend=cycles[0]) + 0.02 * rng.standard_normal(n)  # + aspiration noise
     y = np.zeros(n)
     start = 0
     while start < n:
-        length = min(int(sr / rng.uniform(3, 6)), n - start)
+        length = min(int(sample_rate / rng.uniform(3, 6)), n - start)
         formants = ((rng.uniform(300, 800), 80), (rng.uniform(900, 2200), 120), (rng.uniform(2400, 3000), 180))
-        segment = _shape_spectrum(pulses[start : start + length], sr, lambda f: _formants(f, formants))
+        segment = _shape_spectrum(pulses[start : start + length], sample_rate, lambda f: _formants(f, formants))
         y[start : start + length] = segment * np.hanning(length) * rng.uniform(0.5, 1.0)
         start += length
     return _peak_normalize(y)
 
 
 def noise_bed(
-    *, sr: int = 16000, rng: np.random.Generator, duration: float, level_db: float = -50.0, color: str = "pink"
+    *, sample_rate: int = 16000, rng: np.random.Generator, duration_s: float, level_db: float = -50.0, color: str = "pink"
 ) -> np.ndarray:
     """Stationary background noise: `color` in white / pink / brown above 20 Hz, RMS `level_db` dBFS.
 
-    Returns float32 [round(duration * sr)].
+    Returns float32 [round(duration_s * sample_rate)].
     """
     exponents = {"white": 0.0, "pink": 1.0, "brown": 2.0}
     if color not in exponents:
         raise ValueError(f"unknown noise color {color!r}; known: {', '.join(exponents)}")
-    n = int(round(duration * sr))
+    n = int(round(duration_s * sample_rate))
     if n == 0:
         return np.zeros(0, np.float32)
     slope = -exponents[color] / 2
-    y = _shape_spectrum(rng.standard_normal(n), sr, lambda f: np.where(f >= 20.0, np.maximum(f, 20.0) ** slope, 0.0))
+    y = _shape_spectrum(rng.standard_normal(n), sample_rate, lambda f: np.where(f >= 20.0, np.maximum(f, 20.0) ** slope, 0.0))
     rms = np.sqrt(np.mean(y**2))
     return (y * (10 ** (level_db / 20) / max(rms, 1e-12))).astype(np.float32)
 
@@ -126,28 +126,28 @@ def noise_bed(
 # --- sounds by label, for scenes and clip data sets -----------------------------------------
 
 SOUNDS: dict[str, Callable[[int, np.random.Generator, float], np.ndarray]] = {
-    "cough": lambda sr, rng, max_s: cough(sr=sr, rng=rng),
-    "crackle": lambda sr, rng, max_s: crackle(sr=sr, rng=rng),
-    "wheeze": lambda sr, rng, max_s: wheeze(sr=sr, rng=rng, duration=rng.uniform(0.25, max(0.25, min(0.8, max_s)))),
-    "speech": lambda sr, rng, max_s: babble(sr=sr, rng=rng, duration=rng.uniform(0.6, max(0.6, min(2.0, max_s)))),
+    "cough": lambda sr, rng, max_s: cough(sample_rate=sr, rng=rng),
+    "crackle": lambda sr, rng, max_s: crackle(sample_rate=sr, rng=rng),
+    "wheeze": lambda sr, rng, max_s: wheeze(sample_rate=sr, rng=rng, duration_s=rng.uniform(0.25, max(0.25, min(0.8, max_s)))),
+    "speech": lambda sr, rng, max_s: babble(sample_rate=sr, rng=rng, duration_s=rng.uniform(0.6, max(0.6, min(2.0, max_s)))),
 }
-"""label -> (sr, rng, longest seconds wanted) -> sound with peak 1.0 and a random length."""
+"""label -> (sample rate, rng, longest seconds wanted) -> sound with peak 1.0 and a random length."""
 
 
 def scene(
     *,
-    duration: float,
-    sr: int = 16000,
+    duration_s: float,
+    sample_rate: int = 16000,
     events: dict[str, int] | None = None,
     bed_db: float = -50.0,
     event_db: float = -12.0,
     seed: int = 0,
-    min_gap: float = 1.0,
+    min_gap_s: float = 1.0,
 ) -> tuple[np.ndarray, list[Event]]:
     """A noise bed with `events` ({label: count}, labels from SOUNDS; None: none) at random times.
 
-    Sounds have peak `event_db` dBFS, the bed RMS `bed_db` dBFS; sounds are at least `min_gap` s
-    apart and `min_gap / 2` s from either end. Returns (float32 [round(duration * sr)] with
+    Sounds have peak `event_db` dBFS, the bed RMS `bed_db` dBFS; sounds are at least `min_gap_s` s
+    apart and `min_gap_s / 2` s from either end. Returns (float32 [round(duration_s * sample_rate)] with
     peak < 1, the planted Events sorted by start).
     """
     rng = np.random.default_rng(seed)
@@ -157,12 +157,12 @@ def scene(
         raise ValueError(f"unknown event label(s) {unknown}; known: {', '.join(SOUNDS)}")
     labels = [label for label in sorted(wanted) for _ in range(wanted[label])]
     labels = [labels[i] for i in rng.permutation(len(labels))]
-    sounds = [SOUNDS[label](sr, rng, duration / 4) for label in labels]
-    y = noise_bed(sr=sr, rng=rng, duration=duration, level_db=bed_db).astype(np.float64)
-    starts = _place([len(s) for s in sounds], total=len(y), gap=int(round(min_gap * sr)), rng=rng)
+    sounds = [SOUNDS[label](sample_rate, rng, duration_s / 4) for label in labels]
+    y = noise_bed(sample_rate=sample_rate, rng=rng, duration_s=duration_s, level_db=bed_db).astype(np.float64)
+    starts = _place([len(s) for s in sounds], total=len(y), gap=int(round(min_gap_s * sample_rate)), rng=rng)
     for start, sound in zip(starts, sounds):
         y[start : start + len(sound)] += sound * 10 ** (event_db / 20)
-    planted = [Event(s / sr, (s + len(sound)) / sr, label) for s, sound, label in zip(starts, sounds, labels)]
+    planted = [Event(s / sample_rate, (s + len(sound)) / sample_rate, label) for s, sound, label in zip(starts, sounds, labels)]
     peak = np.abs(y).max(initial=0.0)
     if peak >= 0.99:
         y *= 0.99 / peak
@@ -170,7 +170,7 @@ def scene(
 
 
 def night(
-    *, hours: float, sr: int = 16000, coughs_per_hour: float = 10, seed: int = 0, block_s: float = 60.0
+    *, hours: float, sample_rate: int = 16000, coughs_per_hour: float = 10, seed: int = 0, block_s: float = 60.0
 ) -> Iterator[tuple[np.ndarray, list[Event]]]:
     """A long, mostly quiet night (pink bed at -50 dBFS) with coughs at random times, in blocks.
 
@@ -179,37 +179,37 @@ def night(
     -8 dBFS, at least 2 s apart; a cough may run on into the next block. The audio does not
     depend on block_s, and memory does not grow with `hours`.
     """
-    total = int(round(hours * 3600 * sr))
+    total = int(round(hours * 3600 * sample_rate))
     n_coughs = int(round(hours * coughs_per_hour))
-    lengths = [len(cough(sr=sr, rng=_cough_rng(seed, i))) for i in range(n_coughs)]
+    lengths = [len(cough(sample_rate=sample_rate, rng=_cough_rng(seed, i))) for i in range(n_coughs)]
     rng = np.random.default_rng([seed, 2])
-    starts = _place(lengths, total=total, gap=2 * sr, rng=rng)
+    starts = _place(lengths, total=total, gap=2 * sample_rate, rng=rng)
     gains = 10 ** (rng.uniform(-18, -8, n_coughs) / 20)
-    block = max(1, int(round(block_s * sr)))
-    bed = _ChunkedBed(sr=sr, seed=seed)
+    block = max(1, int(round(block_s * sample_rate)))
+    bed = _ChunkedBed(sr=sample_rate, seed=seed)
     for b0 in range(0, total, block):
         b1 = min(b0 + block, total)
         y = bed.segment(b0, b1).astype(np.float64)
         planted = []
         for i, (start, length) in enumerate(zip(starts, lengths)):
             if start < b1 and start + length > b0:
-                sound = cough(sr=sr, rng=_cough_rng(seed, i)) * gains[i]
+                sound = cough(sample_rate=sample_rate, rng=_cough_rng(seed, i)) * gains[i]
                 lo, hi = max(start, b0), min(start + length, b1)
                 y[lo - b0 : hi - b0] += sound[lo - start : hi - start]
             if b0 <= start < b1:
-                planted.append(Event(start / sr, (start + length) / sr, "cough"))
+                planted.append(Event(start / sample_rate, (start + length) / sample_rate, "cough"))
         yield y.astype(np.float32), planted
 
 
 def write_night(
-    path: str | Path, *, hours: float, sr: int = 16000, coughs_per_hour: float = 10, seed: int = 0
+    path: str | Path, *, hours: float, sample_rate: int = 16000, coughs_per_hour: float = 10, seed: int = 0
 ) -> list[Event]:
     """Stream `night(...)` to a 16-bit mono WAV at `path`; returns the planted Events."""
     import soundfile as sf
 
     planted: list[Event] = []
-    with sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype="PCM_16") as f:
-        for y, events in night(hours=hours, sr=sr, coughs_per_hour=coughs_per_hour, seed=seed):
+    with sf.SoundFile(str(path), "w", samplerate=sample_rate, channels=1, subtype="PCM_16") as f:
+        for y, events in night(hours=hours, sample_rate=sample_rate, coughs_per_hour=coughs_per_hour, seed=seed):
             f.write(y)
             planted.extend(events)
     return planted
@@ -220,14 +220,14 @@ def clip_dataset(
     *,
     classes: tuple[str, ...] = ("cough", "speech", "wheeze"),
     per_class: int = 20,
-    duration: float = 2.0,
-    sr: int = 16000,
+    duration_s: float = 2.0,
+    sample_rate: int = 16000,
     seed: int = 0,
     subjects: int = 10,
 ) -> Path:
     """Write a labelled clip data set: root/{class}/{subject}_{i}.wav + root/manifest.csv.
 
-    Each clip is `duration` s of noise bed (-60..-45 dBFS) with one sound of its class (peak
+    Each clip is `duration_s` s of noise bed (-60..-45 dBFS) with one sound of its class (peak
     -20..-6 dBFS) at a random offset; clip i belongs to subject f"s{i % subjects:02d}". The
     manifest has columns path (relative to root), label, start, end, subject, split,
     source_label (start, end, split empty; source_label = label). Returns the manifest path.
@@ -239,18 +239,18 @@ def clip_dataset(
         raise ValueError(f"unknown class(es) {unknown}; known: {', '.join(SOUNDS)}")
     root = Path(root)
     rng = np.random.default_rng(seed)
-    n = int(round(duration * sr))
+    n = int(round(duration_s * sample_rate))
     rows = []
     for label in classes:
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             subject = f"s{i % subjects:02d}"
-            y = noise_bed(sr=sr, rng=rng, duration=duration, level_db=rng.uniform(-60, -45)).astype(np.float64)
-            sound = SOUNDS[label](sr, rng, 0.8 * duration)[:n]
+            y = noise_bed(sample_rate=sample_rate, rng=rng, duration_s=duration_s, level_db=rng.uniform(-60, -45)).astype(np.float64)
+            sound = SOUNDS[label](sample_rate, rng, 0.8 * duration_s)[:n]
             offset = rng.integers(0, n - len(sound) + 1)
             y[offset : offset + len(sound)] += sound * 10 ** (rng.uniform(-20, -6) / 20)
             rel = f"{label}/{subject}_{i}.wav"
-            sf.write(root / rel, y.astype(np.float32), sr, subtype="PCM_16")
+            sf.write(root / rel, y.astype(np.float32), sample_rate, subtype="PCM_16")
             rows.append(dict(zip(_MANIFEST_COLUMNS, (rel, label, "", "", subject, "", label))))
     manifest = root / "manifest.csv"
     with open(manifest, "w", newline="") as f:
@@ -291,39 +291,39 @@ class Placed:
 
 
 def mix_night(
-    sounds: Iterable[np.ndarray], *, duration: float, sr: int = 16000, rng: np.random.Generator,
+    sounds: Iterable[np.ndarray], *, duration_s: float, sample_rate: int = 16000, rng: np.random.Generator,
     mix: NightMix = NightMix(),
 ) -> tuple[np.ndarray, list[Placed]]:
-    """`duration` s of drifting pink bed with `sounds` (float [samples] at `sr`, not silent) laid one
-    after another, each scaled to a random peak and preceded by a random gap (see NightMix).
+    """`duration_s` s of drifting pink bed with `sounds` (float [samples] at `sample_rate`, not silent)
+    laid one after another, each scaled to a random peak and preceded by a random gap (see NightMix).
 
     Sounds are taken in order (the iterable may be endless) until the next one would leave less
     than `mix.gap_s[0]` of bed at the end; it and the rest are not used. Returns (float32
-    [round(duration * sr)], one Placed per sound laid, in order).
+    [round(duration_s * sample_rate)], one Placed per sound laid, in order).
     """
-    total = int(round(duration * sr))
-    y = _drifting_bed(total=total, sr=sr, rng=rng, mix=mix)
+    total = int(round(duration_s * sample_rate))
+    y = _drifting_bed(total=total, sr=sample_rate, rng=rng, mix=mix)
     placed: list[Placed] = []
     at = 0
     for i, sound in enumerate(sounds):
-        at += int(round(rng.uniform(*mix.gap_s) * sr))
-        if at + len(sound) > total - int(round(mix.gap_s[0] * sr)):
+        at += int(round(rng.uniform(*mix.gap_s) * sample_rate))
+        if at + len(sound) > total - int(round(mix.gap_s[0] * sample_rate)):
             break
-        faded = sound * _fade(len(sound), sr, fade_in_s=mix.fade_s, fade_out_s=mix.fade_s)
+        faded = sound * _fade(len(sound), sample_rate, fade_in_s=mix.fade_s, fade_out_s=mix.fade_s)
         peak = np.abs(faded).max(initial=0.0)
         if peak == 0:
             raise ValueError(f"sound {i} is silent")
         peak_db = float(rng.uniform(*mix.level_db))
         y[at : at + len(sound)] += (faded * (10 ** (peak_db / 20) / peak)).astype(np.float32)
-        placed.append(Placed(i, at / sr, (at + len(sound)) / sr, peak_db))
+        placed.append(Placed(i, at / sample_rate, (at + len(sound)) / sample_rate, peak_db))
         at += len(sound)
     return y, placed
 
 
-def sound_extent(y: np.ndarray, *, sr: int, top_db: float = 30.0, frame_s: float = 0.01) -> tuple[int, int]:
+def sound_extent(y: np.ndarray, *, sample_rate: int, top_db: float = 30.0, frame_s: float = 0.01) -> tuple[int, int]:
     """[start, end) samples of `y` [samples], from the first to the last `frame_s` frame whose
     energy is within `top_db` of the loudest frame's; (0, 0) when `y` is silent."""
-    frame = max(1, int(round(frame_s * sr)))
+    frame = max(1, int(round(frame_s * sample_rate)))
     n = -(-len(y) // frame)
     padded = np.zeros(n * frame)
     padded[: len(y)] = y
@@ -348,7 +348,7 @@ class _ChunkedBed:
     def _get(self, k: int) -> np.ndarray:
         if self._cached is None or self._cached[0] != k:
             rng = np.random.default_rng([self.seed, 0, k])
-            self._cached = (k, noise_bed(sr=self.sr, rng=rng, duration=_BED_CHUNK_S, level_db=-50.0))
+            self._cached = (k, noise_bed(sample_rate=self.sr, rng=rng, duration_s=_BED_CHUNK_S, level_db=-50.0))
         return self._cached[1]
 
     def segment(self, b0: int, b1: int) -> np.ndarray:
@@ -369,7 +369,7 @@ def _drifting_bed(*, total: int, sr: int, rng: np.random.Generator, mix: NightMi
     for c0 in range(0, total, chunk):
         c1 = min(c0 + chunk, total)
         gain = 10 ** (np.interp(np.arange(c0, c1) / sr, knots, levels) / 20)
-        y[c0:c1] = noise_bed(sr=sr, rng=rng, duration=(c1 - c0) / sr, level_db=0.0) * gain
+        y[c0:c1] = noise_bed(sample_rate=sr, rng=rng, duration_s=(c1 - c0) / sr, level_db=0.0) * gain
     return y
 
 
@@ -419,8 +419,8 @@ def _peak_normalize(y: np.ndarray) -> np.ndarray:
     return (y / max(np.abs(y).max(initial=0.0), 1e-12)).astype(np.float32)
 
 
-def encode(y: np.ndarray, *, sr: int, fmt: str, codec: str, path=None, bit_rate: int = 128_000) -> bytes | None:
-    """Encode mono float32 `y` [samples] at `sr` with PyAV (e.g. fmt "webm", codec "libopus").
+def encode(y: np.ndarray, *, sample_rate: int, fmt: str, codec: str, path=None, bit_rate: int = 128_000) -> bytes | None:
+    """Encode mono float32 `y` [samples] at `sample_rate` with PyAV (e.g. fmt "webm", codec "libopus").
 
     With `path`, writes an ordinary file and returns None. Without, writes to a non-seekable
     sink and returns the bytes: a stream with no duration in its header, as a browser's
@@ -440,12 +440,12 @@ def encode(y: np.ndarray, *, sr: int, fmt: str, codec: str, path=None, bit_rate:
 
     sink = Sink()
     with av.open(str(path) if path is not None else sink, "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=sr, layout="mono")
+        stream = container.add_stream(codec, rate=sample_rate, layout="mono")
         stream.codec_context.bit_rate = bit_rate
         for i in range(0, len(y), 960):
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(y[None, i : i + 960], dtype=np.float32),
                                                format="fltp", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = sr, i, Fraction(1, sr)
+            frame.sample_rate, frame.pts, frame.time_base = sample_rate, i, Fraction(1, sample_rate)
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode(None):

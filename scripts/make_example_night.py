@@ -59,12 +59,12 @@ def main() -> None:
 
     rng = np.random.default_rng(args.seed)
     total = int(args.minutes * 60 * SR)
-    night = noise_bed(sr=SR, rng=rng, duration=args.minutes * 60, level_db=-58.0).astype(np.float32)
+    night = noise_bed(sample_rate=SR, rng=rng, duration_s=args.minutes * 60, level_db=-58.0).astype(np.float32)
 
     # Speech-like babble in two stretches (someone talking in the next room).
     for t0 in (0.3, 0.7):
         start = int(t0 * total)
-        talk = babble(sr=SR, rng=rng, duration=12.0) * 10 ** (-30 / 20)
+        talk = babble(sample_rate=SR, rng=rng, duration_s=12.0) * 10 ** (-30 / 20)
         night[start : start + len(talk)] += talk[: total - start]
 
     rows = []
@@ -72,7 +72,7 @@ def main() -> None:
     slots = np.linspace(0.08, 0.92, len(clips)) * args.minutes * 60
     for path, at in zip(clips, slots):
         try:
-            y = load(path, sr=SR)
+            y = load(path, sample_rate=SR)
         except AudioError as e:
             print(f"skipped: {e}")
             continue

@@ -45,7 +45,7 @@ def main() -> None:
     events = events[events["subject"].isin(side)]
     model = load_model(args.run / "model.respira")
     cfg = DetectConfig(candidate_floor=min(args.min_score, 0.05))
-    window = model.clip_seconds
+    window = model.clip_s
     rows = []
     for i, event in enumerate(events.itertuples(index=False)):
         result = detect_file(event.path, model, cfg)

@@ -16,13 +16,13 @@ class PlantedScorer:
     classes = ("other", "cough")
     positive = "cough"
 
-    def __init__(self, y: np.ndarray, planted, *, sr: int = 16000, clip_seconds: float = 1.0, hop_s: float = 0.25,
+    def __init__(self, y: np.ndarray, planted, *, sr: int = 16000, clip_s: float = 1.0, hop_s: float = 0.25,
                  other_score: float = 0.3) -> None:
         """planted: objects with start, end, label (seconds). A window's score is the largest
         fraction of a planted cough inside it; other labels give other_score times that fraction."""
-        self.sample_rate, self.clip_seconds = sr, clip_seconds
+        self.sample_rate, self.clip_s = sr, clip_s
         self.calls = 0
-        win, hop = round(clip_seconds * sr), round(hop_s * sr)
+        win, hop = round(clip_s * sr), round(hop_s * sr)
         n = 1 if len(y) <= win else -(-(len(y) - win) // hop) + 1
         padded = np.concatenate([np.asarray(y, np.float32), np.zeros(win + hop, np.float32)])
         self.table: dict[bytes, float] = {}
@@ -37,7 +37,7 @@ class PlantedScorer:
 
     def score_windows(self, windows: np.ndarray) -> np.ndarray:
         self.calls += len(windows)
-        assert windows.dtype == np.float32 and windows.shape[1] == round(self.clip_seconds * self.sample_rate)
+        assert windows.dtype == np.float32 and windows.shape[1] == round(self.clip_s * self.sample_rate)
         p = np.array([self.table[_key(w)] for w in windows], np.float32)
         return np.stack([1 - p, p], axis=1)
 

@@ -44,7 +44,7 @@ def needs_encoder(name: str) -> None:
 
 def test_wav_round_trip_is_exact_to_16_bits(tmp_path, rng):
     y = (0.3 * rng.standard_normal(16000)).clip(-1, 1).astype(np.float32)
-    audio.write_wav(tmp_path / "x.wav", y, sr=16000)
+    audio.write_wav(tmp_path / "x.wav", y, sample_rate=16000)
     z, sr = audio.load_native(tmp_path / "x.wav")
     assert sr == 16000 and z.dtype == np.float32 and z.shape == y.shape
     assert np.abs(z - y).max() <= 1 / 32768 + 1e-7
@@ -54,7 +54,7 @@ def test_wav_round_trip_is_exact_to_16_bits(tmp_path, rng):
 @pytest.mark.parametrize("orig_sr", [44100, 48000, 8000])
 def test_resampled_tone_keeps_frequency_and_amplitude(tmp_path, orig_sr):
     sf.write(tmp_path / "t.wav", tone(orig_sr, 2.0), orig_sr, subtype="FLOAT")
-    y = audio.load(tmp_path / "t.wav", sr=16000)
+    y = audio.load(tmp_path / "t.wav", sample_rate=16000)
     assert y.dtype == np.float32 and len(y) == 32000
     mid = y[4000:-4000]
     assert dominant_hz(mid, 16000) == pytest.approx(440.0, abs=0.5)
@@ -63,11 +63,11 @@ def test_resampled_tone_keeps_frequency_and_amplitude(tmp_path, orig_sr):
 
 def test_resample_removes_content_above_the_new_nyquist():
     y = tone(44100, 1.0, freq=440) + tone(44100, 1.0, freq=12000)  # 12 kHz must vanish at 16 kHz
-    z = audio.resample(y, orig_sr=44100, sr=16000)
+    z = audio.resample(y, orig_sample_rate=44100, sample_rate=16000)
     assert len(z) == 16000 and z.dtype == np.float32
     assert sine_amplitude(z[2000:-2000]) == pytest.approx(0.5, abs=0.005)
     with pytest.raises(ValueError):
-        audio.resample(y, orig_sr=0, sr=16000)
+        audio.resample(y, orig_sample_rate=0, sample_rate=16000)
 
 
 def test_stereo_becomes_the_channel_mean(tmp_path, rng):
@@ -85,11 +85,11 @@ def test_start_end_read_exactly_that_part(tmp_path, rng, ext):
     path = tmp_path / f"x.{ext}"
     sf.write(path, (0.3 * rng.standard_normal(48000)).clip(-1, 1), 16000)
     full, _ = audio.load_native(path)
-    part, _ = audio.load_native(path, start=0.5, end=1.25)
+    part, _ = audio.load_native(path, start_s=0.5, end_s=1.25)
     np.testing.assert_allclose(part, full[8000:20000], atol=1e-6)  # mp3 seeks land on the sample
-    tail, _ = audio.load_native(path, start=2.5, end=99.0)  # end past the file: to the end
+    tail, _ = audio.load_native(path, start_s=2.5, end_s=99.0)  # end past the file: to the end
     np.testing.assert_allclose(tail, full[40000:], atol=1e-6)
-    resampled = audio.load(path, sr=8000, start=1.0, end=2.0)
+    resampled = audio.load(path, sample_rate=8000, start_s=1.0, end_s=2.0)
     assert len(resampled) == 8000
 
 
@@ -98,14 +98,14 @@ def test_start_end_read_exactly_that_part(tmp_path, rng, ext):
     [(1.0, 1.0, "start < end"), (2.0, 1.0, "start < end"), (-1.0, None, "start < end"), (3.5, None, "beyond the end")],
 )
 def test_bad_ranges_are_audio_errors(tmp_path, start, end, reason):
-    audio.write_wav(tmp_path / "x.wav", tone(16000, 3.0), sr=16000)
+    audio.write_wav(tmp_path / "x.wav", tone(16000, 3.0), sample_rate=16000)
     with pytest.raises(AudioError, match=reason) as e:
-        audio.load(tmp_path / "x.wav", start=start, end=end)
+        audio.load(tmp_path / "x.wav", start_s=start, end_s=end)
     assert "x.wav" in str(e.value)
 
 
 def test_bytes_and_file_objects(tmp_path):
-    audio.write_wav(tmp_path / "x.wav", tone(22050, 1.0), sr=22050)
+    audio.write_wav(tmp_path / "x.wav", tone(22050, 1.0), sample_rate=22050)
     ref = audio.load(tmp_path / "x.wav")
     data = (tmp_path / "x.wav").read_bytes()
     np.testing.assert_array_equal(audio.load(data), ref)
@@ -138,7 +138,7 @@ def _sf_writer(fmt: str, subtype: str):
 def _av_writer(fmt: str, codec: str):
     def write(path: Path, y: np.ndarray, sr: int) -> None:
         needs_encoder(codec)
-        encode(y, sr=sr, fmt=fmt, codec=codec, path=path)
+        encode(y, sample_rate=sr, fmt=fmt, codec=codec, path=path)
 
     return write
 
@@ -163,7 +163,7 @@ def test_every_format_loads_with_its_duration_and_content(tmp_path, name):
     assert meta.format == fmt and meta.sample_rate == sr and meta.channels == 1
     assert meta.duration_s == pytest.approx(2.0, abs=0.05)
     assert meta.warnings == ()
-    y = audio.load(path, sr=16000)
+    y = audio.load(path, sample_rate=16000)
     assert abs(len(y) - 32000) <= 0.05 * 16000
     mid = y[4000:-4000]
     assert dominant_hz(mid, 16000) == pytest.approx(440.0, abs=1.0)
@@ -172,7 +172,7 @@ def test_every_format_loads_with_its_duration_and_content(tmp_path, name):
 
 def test_content_is_sniffed_not_taken_from_the_extension(tmp_path):
     sf.write(tmp_path / "real.flac", tone(16000, 1.0), 16000)
-    audio.write_wav(tmp_path / "real.wav", tone(16000, 1.0), sr=16000)
+    audio.write_wav(tmp_path / "real.wav", tone(16000, 1.0), sample_rate=16000)
     shutil.copy(tmp_path / "real.flac", tmp_path / "flac_named.wav")
     shutil.copy(tmp_path / "real.wav", tmp_path / "wav_named.mp3")
     assert audio.info(tmp_path / "flac_named.wav").format == "FLAC/PCM_16"
@@ -182,7 +182,7 @@ def test_content_is_sniffed_not_taken_from_the_extension(tmp_path):
 
 def test_mediarecorder_webm_bytes_without_a_duration(rng):
     needs_encoder("libopus")
-    data = encode(tone(48000, 3.0), sr=48000, fmt="webm", codec="libopus")
+    data = encode(tone(48000, 3.0), sample_rate=48000, fmt="webm", codec="libopus")
     assert av.open(io.BytesIO(data)).duration is None  # really no duration in the header
     for check in (True, False):
         assert audio.info(data, check=check).duration_s == pytest.approx(3.0, abs=0.05)
@@ -209,9 +209,9 @@ def test_bad_file_corpus_gives_audio_errors_naming_the_file(bad_audio):
 
 
 def test_silence_clipping_and_shortness_are_warnings_not_errors(tmp_path):
-    audio.write_wav(tmp_path / "silent.wav", np.zeros(16000, np.float32), sr=16000)
-    audio.write_wav(tmp_path / "clipped.wav", tone(16000, 1.0, amp=2.0), sr=16000)
-    audio.write_wav(tmp_path / "short.wav", tone(16000, 0.05), sr=16000)
+    audio.write_wav(tmp_path / "silent.wav", np.zeros(16000, np.float32), sample_rate=16000)
+    audio.write_wav(tmp_path / "clipped.wav", tone(16000, 1.0, amp=2.0), sample_rate=16000)
+    audio.write_wav(tmp_path / "short.wav", tone(16000, 0.05), sample_rate=16000)
     assert audio.info(tmp_path / "silent.wav").warnings == ("silent",)
     np.testing.assert_array_equal(audio.load(tmp_path / "silent.wav"), np.zeros(16000, np.float32))
     (clipped,) = audio.info(tmp_path / "clipped.wav").warnings
@@ -222,9 +222,9 @@ def test_silence_clipping_and_shortness_are_warnings_not_errors(tmp_path):
 
 
 def test_quality_warnings_on_arrays(rng):
-    assert audio.quality_warnings(np.zeros(16000, np.float32), sr=16000) == ["silent"]
-    assert audio.quality_warnings((0.1 * rng.standard_normal(16000)).astype(np.float32), sr=16000) == []
-    assert audio.quality_warnings(np.full(800, 0.01, np.float32), sr=16000) == ["very short"]
+    assert audio.quality_warnings(np.zeros(16000, np.float32), sample_rate=16000) == ["silent"]
+    assert audio.quality_warnings((0.1 * rng.standard_normal(16000)).astype(np.float32), sample_rate=16000) == []
+    assert audio.quality_warnings(np.full(800, 0.01, np.float32), sample_rate=16000) == ["very short"]
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -234,10 +234,10 @@ def test_quality_warnings_on_arrays(rng):
 def test_stream_blocks_join_up_to_load(tmp_path, rng, orig_sr, sr):
     y = (0.3 * rng.standard_normal(orig_sr * 25 + 123)).clip(-1, 1).astype(np.float32)  # > 2 decoder reads
     sf.write(tmp_path / "x.wav", y, orig_sr, subtype="FLOAT")
-    blocks = list(audio.stream(tmp_path / "x.wav", sr=sr, block_s=1.5))
+    blocks = list(audio.stream(tmp_path / "x.wav", sample_rate=sr, block_s=1.5))
     assert {len(b) for b in blocks[:-1]} == {sr * 3 // 2} and 0 < len(blocks[-1]) <= sr * 3 // 2
     assert all(b.dtype == np.float32 for b in blocks)
-    joined, ref = np.concatenate(blocks), audio.load(tmp_path / "x.wav", sr=sr)
+    joined, ref = np.concatenate(blocks), audio.load(tmp_path / "x.wav", sample_rate=sr)
     assert joined.shape == ref.shape
     assert np.abs(joined - ref).max() < 1e-5
 
@@ -245,12 +245,12 @@ def test_stream_blocks_join_up_to_load(tmp_path, rng, orig_sr, sr):
 def test_stream_of_a_pyav_format_joins_up_to_load(tmp_path):
     needs_encoder("libopus")
     y = tone(48000, 5.0, freq=300) + tone(48000, 5.0, freq=1234, amp=0.2)
-    encode(y, sr=48000, fmt="webm", codec="libopus", path=tmp_path / "x.webm")
+    encode(y, sample_rate=48000, fmt="webm", codec="libopus", path=tmp_path / "x.webm")
     joined = np.concatenate(list(audio.stream(tmp_path / "x.webm", block_s=0.7)))
     ref = audio.load(tmp_path / "x.webm")
     assert joined.shape == ref.shape and np.abs(joined - ref).max() < 1e-5
     # decoding from the top and skipping gives exactly the samples of a full decode
-    part, _ = audio.load_native(tmp_path / "x.webm", start=2.0, end=3.5)
+    part, _ = audio.load_native(tmp_path / "x.webm", start_s=2.0, end_s=3.5)
     full, _ = audio.load_native(tmp_path / "x.webm")
     np.testing.assert_array_equal(part, full[96000:168000])
 
@@ -264,7 +264,7 @@ def test_stream_memory_does_not_grow_with_length(tmp_path, rng):
     tracemalloc.start()
     try:
         total = 0
-        for block in audio.stream(tmp_path / "long.wav", sr=sr, block_s=60.0):
+        for block in audio.stream(tmp_path / "long.wav", sample_rate=sr, block_s=60.0):
             assert len(block) == 60 * sr
             total += len(block)
         _, peak = tracemalloc.get_traced_memory()
@@ -275,7 +275,7 @@ def test_stream_memory_does_not_grow_with_length(tmp_path, rng):
 
 
 def test_stream_rejects_bad_block_sizes(tmp_path):
-    audio.write_wav(tmp_path / "x.wav", tone(16000, 1.0), sr=16000)
+    audio.write_wav(tmp_path / "x.wav", tone(16000, 1.0), sample_rate=16000)
     with pytest.raises(ValueError):
         next(audio.stream(tmp_path / "x.wav", block_s=0.0))
 

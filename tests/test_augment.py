@@ -16,7 +16,7 @@ OFF = AugmentConfig(shift=False, gain_db=0.0, noise_p=0.0, spec_time_masks=0, sp
 
 
 def pipeline(**changes: object) -> Pipeline:
-    return build_pipeline(OFF.__class__(**{**OFF.__dict__, **changes}), FEATS, clip_seconds=1.0)
+    return build_pipeline(OFF.__class__(**{**OFF.__dict__, **changes}), FEATS, clip_s=1.0)
 
 
 def step(p: Pipeline, name: str):
@@ -37,20 +37,20 @@ Y3 = torch.eye(3)
 
 
 def test_steps_are_named_and_marked() -> None:
-    p = build_pipeline(AugmentConfig(pitch_shift=2.0, time_stretch=0.1), FEATS, clip_seconds=1.0)
+    p = build_pipeline(AugmentConfig(pitch_shift=2.0, time_stretch=0.1), FEATS, clip_s=1.0)
     assert [(s.name, s.augment) for s in p.steps] == [
         ("shift", True), ("fit", False), ("pitch_shift", True), ("gain", True), ("noise", True),
         ("features", False), ("time_stretch", True), ("time_masks", True), ("freq_masks", True), ("mixup", True),
     ]
     assert [s.name for s in pipeline().steps] == ["fit", "features"]  # switched-off steps are left out
-    waveform_mixup = build_pipeline(AugmentConfig(mixup_on="waveform"), FEATS, clip_seconds=1.0)
+    waveform_mixup = build_pipeline(AugmentConfig(mixup_on="waveform"), FEATS, clip_s=1.0)
     assert [s.name for s in waveform_mixup.steps].index("mixup") < [s.name for s in waveform_mixup.steps].index("features")
 
 
 def test_evaluation_runs_no_augmentation() -> None:
     rng = np.random.default_rng(0)
     clips = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (8000, 16000, 40000)]
-    full = build_pipeline(AugmentConfig(pitch_shift=3.0, time_stretch=0.2, mixup_p=1.0), FEATS, clip_seconds=1.0)
+    full = build_pipeline(AugmentConfig(pitch_shift=3.0, time_stretch=0.2, mixup_p=1.0), FEATS, clip_s=1.0)
     (x,), y = full(clips, Y3, train=False)
     centred = np.stack([np.pad(clips[0], (4000, 4000)), clips[1], clips[2][12000:28000]])
     torch.testing.assert_close(x, features(centred, FEATS))
@@ -131,7 +131,7 @@ def test_spec_masks_fill_whole_frames_and_bins_with_the_mean() -> None:
 
 def test_masks_cover_both_maps_of_dual_features() -> None:
     dual = FeatureConfig(kind="dual", n_mels=40, n_mfcc=13)
-    p = build_pipeline(OFF.__class__(**{**OFF.__dict__, "spec_time_masks": 1, "spec_time_width": 0.5}), dual, clip_seconds=1.0)
+    p = build_pipeline(OFF.__class__(**{**OFF.__dict__, "spec_time_masks": 1, "spec_time_width": 0.5}), dual, clip_s=1.0)
     clips = [np.random.default_rng(i).standard_normal(SR).astype(np.float32) for i in range(4)]
     (mfcc, logmel), _ = p(clips, torch.eye(4), train=True, rng=np.random.default_rng(0))
     assert mfcc.shape[2] == 13 and logmel.shape[2] == 40
@@ -194,7 +194,7 @@ def test_background_adds_an_eventless_clip_of_the_batch_at_the_drawn_snr() -> No
     # rows 0-15: events (a 440 Hz tone); rows 16-31: the eventless class (a 3 kHz tone, another level)
     x = torch.from_numpy(np.stack([tone(440)] * 16 + [tone(3000, amp=0.1)] * 16))
     y = torch.tensor([[0.0, 1.0]] * 16 + [[1.0, 0.0]] * 16)
-    p = build_pipeline(AugmentConfig(background_p=1.0, background_snr_db=(5.0, 15.0)), FEATS, clip_seconds=1.0, eventless=0)
+    p = build_pipeline(AugmentConfig(background_p=1.0, background_snr_db=(5.0, 15.0)), FEATS, clip_s=1.0, eventless=0)
     out, labels = step(p, "background").fn(x, y, np.random.default_rng(0))
     added = (out - x)[:16]
     snr = 10 * torch.log10(x[:16].square().mean(1) / added.square().mean(1))
@@ -202,4 +202,4 @@ def test_background_adds_an_eventless_clip_of_the_batch_at_the_drawn_snr() -> No
     spectrum = torch.fft.rfft(added, dim=1).abs()
     assert (spectrum.argmax(dim=1) == 3000).all()  # what was added is the eventless clip (1-s clips: bin = Hz)
     assert torch.equal(labels, y)
-    assert "background" not in [s.name for s in build_pipeline(AugmentConfig(background_p=1.0), FEATS, clip_seconds=1.0).steps]
+    assert "background" not in [s.name for s in build_pipeline(AugmentConfig(background_p=1.0), FEATS, clip_s=1.0).steps]

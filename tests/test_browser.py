@@ -149,9 +149,9 @@ def test_a_file_that_is_not_audio_shows_an_error(page, tmp_path):
 def test_a_long_recording_shows_coughs_per_hour(page, tmp_path):
     from respira import testing
 
-    y, _ = testing.scene(duration=6.0, events={"cough": 2}, seed=5)
+    y, _ = testing.scene(duration_s=6.0, events={"cough": 2}, seed=5)
     path = tmp_path / "night.wav"
-    audio.write_wav(path, y, sr=16000)
+    audio.write_wav(path, y, sample_rate=16000)
     page.check("#long")
     page.set_input_files("#file", str(path))
     sync_api.expect(page.locator("#detection")).to_be_visible()
@@ -165,7 +165,7 @@ def test_a_long_recording_shows_coughs_per_hour(page, tmp_path):
 
 def test_the_token_field_unlocks_a_guarded_server(browser, bundle, tmp_path):
     path = tmp_path / "clip.wav"
-    audio.write_wav(path, 0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000), sr=16000)
+    audio.write_wav(path, 0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000), sample_rate=16000)
     with running_server(ServerSettings(models=(str(bundle),), token="s3cret")) as url:
         context = browser.new_context()
         page = context.new_page()

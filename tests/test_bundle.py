@@ -79,6 +79,15 @@ def test_newer_format_asks_for_an_upgrade(tmp_path):
         load_bundle(path)
 
 
+def test_bundles_saved_before_the_rename_of_clip_seconds_load(tmp_path):
+    meta = tiny_meta().to_dict()
+    assert "clip_s" in meta and "clip_seconds" not in meta
+    meta["clip_seconds"] = meta.pop("clip_s")
+    path = tmp_path / "old.respira"
+    save_file({"m0.x": torch.zeros(1)}, str(path), metadata={"respira": json.dumps(meta), "members": "1"})
+    assert read_meta(path).clip_s == tiny_meta().clip_s
+
+
 def test_plain_safetensors_file_is_not_a_bundle(tmp_path):
     path = tmp_path / "weights.safetensors"
     save_file({"w": torch.zeros(2)}, str(path))
@@ -113,7 +122,7 @@ def test_weights_that_do_not_fit_the_architecture(tmp_path):
         ({"task": "multilabel"}, "positive class is only meaningful"),
         ({"pooling": "median"}, "pooling must be one of"),
         ({"classes": ("a", "b", "c"), "positive": None}, "n_classes=2 does not match 3"),
-        ({"clip_seconds": 0}, "clip_seconds must be > 0"),
+        ({"clip_s": 0}, "clip_s must be > 0"),
     ],
 )
 def test_meta_for_the_wrong_task_is_refused(changes, message):

@@ -32,8 +32,8 @@ def call(*, cough_on: int, seed: int = 0) -> tuple[np.ndarray, tuple[float, floa
     """A phone call [2, samples] at SR: a quiet line with one cough on channel `cough_on`, loud
     continuous speech-like sound on the other; and the cough's (start, end) in s."""
     rng = np.random.default_rng(seed)
-    caller, (event,) = scene(duration=CALL_S, sr=SR, events={"cough": 1}, bed_db=-50.0, event_db=-20.0, seed=seed)
-    operator = 0.8 * babble(sr=SR, rng=rng, duration=CALL_S) + noise_bed(sr=SR, rng=rng, duration=CALL_S)
+    caller, (event,) = scene(duration_s=CALL_S, sample_rate=SR, events={"cough": 1}, bed_db=-50.0, event_db=-20.0, seed=seed)
+    operator = 0.8 * babble(sample_rate=SR, rng=rng, duration_s=CALL_S) + noise_bed(sample_rate=SR, rng=rng, duration_s=CALL_S)
     y = np.stack([operator, caller] if cough_on == 1 else [caller, operator]).astype(np.float32)
     return y, (event.start, event.end)
 
@@ -70,13 +70,13 @@ def test_caller_is_the_channel_of_the_cough_though_the_other_is_louder(cough_on)
     energy = np.mean(y.astype(np.float64) ** 2, axis=1)
     inside = np.mean(y[:, a:b].astype(np.float64) ** 2, axis=1)
     assert np.argmax(energy) == np.argmax(inside) == 1 - cough_on  # raw energy picks the operator
-    assert caller_channel(y, sr=SR, start_s=start, end_s=end) == cough_on
+    assert caller_channel(y, sample_rate=SR, start_s=start, end_s=end) == cough_on
 
 
 def test_caller_channel_refuses_an_annotation_outside_the_call():
     y, _ = call(cough_on=1)
     with pytest.raises(DataError, match=r"annotation 30\.0\.\.31\.0 s lies outside the audio \(0\.\.20\.00 s\)"):
-        caller_channel(y, sr=SR, start_s=30.0, end_s=31.0)
+        caller_channel(y, sample_rate=SR, start_s=30.0, end_s=31.0)
 
 
 # --- the importer and the CLI ---------------------------------------------------------------
@@ -149,7 +149,7 @@ def test_sides_are_reused_when_complete_and_rewritten_when_stale_or_damaged(tmp_
 def test_background_rows_come_from_the_callers_side(tmp_path):
     y, t = call(cough_on=0)
     src = write_calls(tmp_path / "set", {"a": y}, {"a": t})
-    df = import_dataset(UNCUT, src, sides=tmp_path / "sides", background=2, background_s=2.0, ignore_around=1.0)
+    df = import_dataset(UNCUT, src, sides=tmp_path / "sides", background=2, background_s=2.0, ignore_around_s=1.0)
     assert df["label"].tolist() == ["cough", "background", "background", "speech"]
     assert df["side"].tolist() == ["caller", "caller", "caller", "operator"]
     assert set(df.loc[df["label"] == "background", "path"]) == {str(tmp_path / "sides" / "caller" / "a.flac")}

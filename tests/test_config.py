@@ -91,6 +91,7 @@ def test_override_creates_missing_sections() -> None:
         ("data.split.test=0.9", "data.split: val + test must be < 1"),
         ("train=3", "train: expected a mapping of keys, got 3"),
         ("train.device=tpu", "train.device: expected auto, cpu, cuda or cuda:N"),
+        ("data.clip_seconds=2", "data.clip_seconds was renamed data.clip_s"),
     ],
 )
 def test_errors_name_the_key(config_file: Path, override: str, message: str) -> None:
@@ -163,8 +164,8 @@ def test_sections_check_their_ranges_on_construction() -> None:
         SplitConfig(val=1.0)
     with pytest.raises(ConfigError, match=r"^augment.noise_p: must be <= 1, got 1.5$"):
         dataclasses.replace(AugmentConfig(), noise_p=1.5)
-    with pytest.raises(ConfigError, match=r"^data.clip_seconds: must be > 0, got 0$"):
-        DataConfig(clip_seconds=0)
+    with pytest.raises(ConfigError, match=r"^data.clip_s: must be > 0, got 0$"):
+        DataConfig(clip_s=0)
     with pytest.raises(ConfigError, match=r"^task.label_smoothing: must be <= 0.5"):
         TaskConfig(label_smoothing=0.6)
     with pytest.raises(ConfigError, match=r"^validation.folds: must be >= 2, got 1$"):

@@ -17,7 +17,7 @@ import pytest
 from tiny_models import tiny_bundle
 
 from respira import audio
-from respira.detect.run import detect
+from respira.detect.job import detect
 from respira.testing import scene
 
 pytest.importorskip("distributed")
@@ -26,7 +26,7 @@ SR = 16000
 SETTINGS = {"threshold": 0.0, "block_s": 5.0}  # every burst an event; several blocks per file
 SECONDS = (20.0, 12.0, 30.0, 16.0)
 OUTPUTS = ("events.csv", "candidates.csv", "events.json", "summary.json", "params.json", "audacity/r2.txt", "raven/r0.txt")
-_ORIGINAL = {}  # in a worker: respira.detect.run.detect_file before a hook replaced it
+_ORIGINAL = {}  # in a worker: respira.detect.job.detect_file before a hook replaced it
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def recordings(tmp_path_factory) -> tuple[list[str], str]:
     for k, seconds in enumerate(SECONDS):
         path = d / "rec" / f"r{k}.wav"
         path.parent.mkdir(exist_ok=True)
-        audio.write_wav(path, scene(duration=seconds, events={"cough": 3, "speech": 1}, seed=20 + k)[0], sr=SR)
+        audio.write_wav(path, scene(duration_s=seconds, events={"cough": 3, "speech": 1}, seed=20 + k)[0], sample_rate=SR)
         files.append(str(path))
     return files, str(tiny_bundle(d / "tiny.respira"))
 
@@ -179,10 +179,10 @@ def _log_runs(folder: str) -> None:
 
 
 def _hook(after_first_block) -> None:
-    """respira.detect.run.detect_file calling after_first_block(path) after a file's first block."""
-    import respira.detect.run as run
+    """respira.detect.job.detect_file calling after_first_block(path) after a file's first block."""
+    import respira.detect.job as job
 
-    original = _ORIGINAL.setdefault("detect_file", run.detect_file)
+    original = _ORIGINAL.setdefault("detect_file", job.detect_file)
 
     def hooked(path, scorer, cfg, *, progress=None, checkpoint=None):
         blocks = []
@@ -195,7 +195,7 @@ def _hook(after_first_block) -> None:
 
         return original(path, scorer, cfg, progress=report, checkpoint=checkpoint)
 
-    run.detect_file = hooked
+    job.detect_file = hooked
 
 
 def _first(marker: Path) -> bool:

@@ -35,7 +35,7 @@ def dataset(tmp_path, rng):
             y = (0.2 * np.sin(2 * np.pi * 440 * np.arange(round(seconds * SR)) / SR)).astype(np.float32)
             (root / label).mkdir(parents=True, exist_ok=True)
             y += 0.01 * rng.standard_normal(len(y)).astype(np.float32)
-            write_wav(root / label / f"spk{speaker}_{label}.wav", y, sr=SR)
+            write_wav(root / label / f"spk{speaker}_{label}.wav", y, sample_rate=SR)
     return root
 
 
@@ -158,7 +158,7 @@ def test_covid19_cough_uncut_import_warns_once(capsys, shared_data, tmp_path):
 
 def test_summary_names_every_broken_file_and_warns_about_silence(capsys, bad_audio, tmp_path):
     folder, corpus = bad_audio
-    write_wav(folder / "silent.wav", np.zeros(16000, np.float32), sr=SR)
+    write_wav(folder / "silent.wav", np.zeros(16000, np.float32), sample_rate=SR)
     names = sorted(corpus) + ["silent.wav", "good.wav", "half.wav"]
     rows = pd.DataFrame({"path": [str(folder / n) for n in names], "label": "cough", "start": None, "end": None,
                          "subject": names, "split": "", "source_label": ""})

@@ -13,7 +13,7 @@ from detect_stub import PlantedScorer
 
 from respira import audio
 from respira.detect import DetectConfig, detect_array, detect_file, group_bouts
-from respira.detect.report import night_report_html, summary, timeline_png
+from respira.detect.night_report import night_report_html, summary, timeline_png
 from respira.testing import Event, babble, cough, noise_bed, scene, write_night
 
 SR = 16000
@@ -28,7 +28,7 @@ def _matches(found, planted, *, tolerance=0.15):
 
 
 def test_planted_coughs_are_found_at_their_times_and_speech_is_not():
-    y, planted = scene(duration=120.0, events={"cough": 8, "speech": 4}, seed=1)
+    y, planted = scene(duration_s=120.0, events={"cough": 8, "speech": 4}, seed=1)
     result = detect_array(y, PlantedScorer(y, planted), DetectConfig(), file="scene.wav")
     coughs = [p for p in planted if p.label == "cough"]
     _matches(result.events, coughs, tolerance=0.03)
@@ -39,10 +39,10 @@ def test_planted_coughs_are_found_at_their_times_and_speech_is_not():
 
 def test_a_bout_of_three_close_coughs_gives_three_events_and_one_bout():
     rng = np.random.default_rng(7)
-    y = noise_bed(sr=SR, rng=rng, duration=12.0).astype(np.float64)
+    y = noise_bed(sample_rate=SR, rng=rng, duration_s=12.0).astype(np.float64)
     planted, t = [], 4.0
     for gap in (0.4, 0.15, 0.0):
-        c = cough(sr=SR, rng=rng) * 10 ** (-14 / 20)
+        c = cough(sample_rate=SR, rng=rng) * 10 ** (-14 / 20)
         y[round(t * SR): round(t * SR) + len(c)] += c
         planted.append(Event(t, t + len(c) / SR, "cough"))
         t += len(c) / SR + gap
@@ -55,9 +55,9 @@ def test_a_bout_of_three_close_coughs_gives_three_events_and_one_bout():
 
 def test_a_word_after_a_cough_does_not_take_the_cough_s_score():
     rng = np.random.default_rng(5)
-    y = noise_bed(sr=SR, rng=rng, duration=10.0).astype(np.float64)
-    c = cough(sr=SR, rng=rng) * 10 ** (-14 / 20)
-    word = babble(sr=SR, rng=rng, duration=0.2) * 10 ** (-14 / 20)
+    y = noise_bed(sample_rate=SR, rng=rng, duration_s=10.0).astype(np.float64)
+    c = cough(sample_rate=SR, rng=rng) * 10 ** (-14 / 20)
+    word = babble(sample_rate=SR, rng=rng, duration_s=0.2) * 10 ** (-14 / 20)
     after = 4.0 + len(c) / SR + 0.5  # the word: in 1-s windows that hold part of the cough
     y[4 * SR: 4 * SR + len(c)] += c
     y[round(after * SR): round(after * SR) + len(word)] += word
@@ -76,9 +76,9 @@ def test_no_events_in_silence_steady_noise_or_speech(kind):
     if kind == "silence":
         y = np.zeros(60 * SR, np.float32)
     elif kind == "noise":
-        y = noise_bed(sr=SR, rng=rng, duration=60.0, level_db=-30.0, color="white")
+        y = noise_bed(sample_rate=SR, rng=rng, duration_s=60.0, level_db=-30.0, color="white")
     else:
-        y, planted = scene(duration=60.0, events={"speech": 12}, seed=2)
+        y, planted = scene(duration_s=60.0, events={"speech": 12}, seed=2)
     scorer = PlantedScorer(y, planted)
     result = detect_array(y, scorer, DetectConfig())
     assert result.events == []
@@ -92,7 +92,7 @@ def test_no_events_in_silence_steady_noise_or_speech(kind):
 def night_wav(tmp_path_factory) -> tuple[Path, list, np.ndarray]:
     path = tmp_path_factory.mktemp("night") / "night.wav"
     planted = write_night(path, hours=0.05, coughs_per_hour=100, seed=3)  # 3 min, 5 coughs
-    return path, planted, audio.load(path, sr=SR)
+    return path, planted, audio.load(path, sample_rate=SR)
 
 
 def test_a_file_streamed_in_5_s_blocks_equals_60_s_blocks(night_wav):
@@ -170,7 +170,7 @@ def bundle(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     params = {"n_classes": 2, "in_channels": 1, "n_bins": 64, "channels": [8, 8]}
     meta = BundleMeta(task="classification", classes=("cough", "other"), positive="cough",
-                      features=FeatureConfig().to_dict(), model={"name": "compact_cnn", "params": params}, clip_seconds=1.0)
+                      features=FeatureConfig().to_dict(), model={"name": "compact_cnn", "params": params}, clip_s=1.0)
     path = tmp_path_factory.mktemp("model") / "tiny.respira"
     save_bundle(path, [build_model("compact_cnn", **params).eval()], meta)
     return path
@@ -188,8 +188,8 @@ def _cli(capsys, *args: str) -> tuple[int, str, str]:
 def test_cli_detect_writes_every_output_and_resumes(bundle, tmp_path, capsys, monkeypatch):
     rec = tmp_path / "rec"
     rec.mkdir()
-    audio.write_wav(rec / "one.wav", scene(duration=20.0, events={"cough": 3}, seed=4)[0], sr=SR)
-    audio.write_wav(rec / "two.wav", scene(duration=8.0, events={"cough": 2}, seed=5)[0], sr=SR)
+    audio.write_wav(rec / "one.wav", scene(duration_s=20.0, events={"cough": 3}, seed=4)[0], sample_rate=SR)
+    audio.write_wav(rec / "two.wav", scene(duration_s=8.0, events={"cough": 2}, seed=5)[0], sample_rate=SR)
     (rec / "broken.wav").write_text("not audio")
     out = tmp_path / "out"
     code, stdout, stderr = _cli(capsys, "detect", str(rec), "--model", str(bundle), "--threshold", "0", "-o", str(out))
@@ -207,12 +207,12 @@ def test_cli_detect_writes_every_output_and_resumes(bundle, tmp_path, capsys, mo
     assert params["model"] == str(bundle) and params["settings"]["hop_s"] == 0.25 and params["window_s"] == 1.0
     assert [f["file"] for f in params["failed"]] == [str(rec / "broken.wav")]
 
-    import respira.detect.run
+    import respira.detect.job
 
     def no_detection(*a, **k):
         raise AssertionError("a finished file was processed again")
 
-    monkeypatch.setattr(respira.detect.run, "detect_file", no_detection)
+    monkeypatch.setattr(respira.detect.job, "detect_file", no_detection)
     (rec / "broken.wav").unlink()
     code, stdout, _ = _cli(capsys, "detect", str(rec), "--model", str(bundle), "--threshold", "0.0", "-o", str(out))
     assert code == 0
@@ -221,8 +221,8 @@ def test_cli_detect_writes_every_output_and_resumes(bundle, tmp_path, capsys, mo
 
 
 def test_cli_evaluate_events_uses_the_candidates_beside_events_csv(bundle, tmp_path, capsys):
-    y, planted = scene(duration=30.0, events={"cough": 3}, seed=6)
-    audio.write_wav(tmp_path / "night.wav", y, sr=SR)
+    y, planted = scene(duration_s=30.0, events={"cough": 3}, seed=6)
+    audio.write_wav(tmp_path / "night.wav", y, sample_rate=SR)
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("path,label,start,end,subject,split,source_label\n" +
                         "".join(f"night.wav,cough,{p.start:.3f},{p.end:.3f},s1,test,cough\n" for p in planted))

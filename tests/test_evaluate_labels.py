@@ -86,13 +86,13 @@ def test_a_manifest_of_only_unknown_labels_is_an_error(capsys, clips, three, tmp
 def test_the_api_leaves_out_or_refuses_as_the_cli_does(clips, three, tmp_path):
     broad = _manifest(clips, "broad.csv")
     notes = []
-    result = respira.evaluate(three, broad, out_dir=tmp_path / "e", n_boot=0, log=notes.append)
+    result = respira.evaluate(three, broad, out=tmp_path / "e", n_boot=0, log=notes.append)
     assert [note for note in notes if WARNING in note] == [
         "left out 4 rows whose labels the model does not know: speech 3, snoring 1 (use --strict to refuse)"]
     assert result.metrics["left_out_labels"] == {"speech": 3, "snoring": 1}
     assert result.metrics == json.loads((tmp_path / "e" / "metrics.json").read_text())
     with pytest.raises(DataError, match="not classes of model"):
-        respira.evaluate(three, broad, out_dir=tmp_path / "s", strict=True, n_boot=0, log=notes.append)
+        respira.evaluate(three, broad, out=tmp_path / "s", strict=True, n_boot=0, log=notes.append)
 
 
 def test_a_binary_model_counts_every_other_label_as_negative(capsys, clips, tmp_path):

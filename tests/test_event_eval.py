@@ -10,7 +10,7 @@ import pytest
 
 from respira.data.manifest import from_records
 from respira import audio
-from respira.detect.evaluate import evaluate_events, match_detections, write_event_metrics
+from respira.detect.event_metrics import evaluate_events, match_detections, write_event_metrics
 from respira.detect.review import write_review
 from respira.errors import DataError
 
@@ -93,13 +93,13 @@ def test_top_false_alarms_and_missed_events_at_the_threshold():
 
 def test_review_sheets_show_each_false_alarm_and_missed_event(tmp_path, rng):
     path = str(tmp_path / "a.wav")
-    audio.write_wav(path, 0.01 * rng.standard_normal(60 * 16000).astype("float32"), sr=16000)
+    audio.write_wav(path, 0.01 * rng.standard_normal(60 * 16000).astype("float32"), sample_rate=16000)
     annotations = from_records([{"path": path, "label": "cough", "start": 5.0, "end": 6.0},
                                 {"path": path, "label": "cough", "start": 50.0, "end": 51.0}])
     detections = pd.DataFrame([(path, 5.2, 5.6, 0.9), (path, 25.0, 25.5, 0.8), (path, 30.0, 30.4, 0.3),
                                (path, 50.2, 50.6, 0.4)], columns=["file", "start", "end", "score"])
     matched = match_detections(detections, annotations, durations={path: 60.0})
-    page = write_review(matched, durations={path: 60.0}, out_dir=tmp_path / "review", threshold=0.5)
+    page = write_review(matched, durations={path: 60.0}, out=tmp_path / "review", threshold=0.5)
     text = page.read_text()
     # one false alarm at the threshold (25 s; 30 s scores under it), one missed event (50 s, best 0.4)
     assert "a.wav 25.00–25.50 s, score 0.800" in text and "a.wav 50.00–51.00 s, best 0.400" in text
@@ -258,7 +258,7 @@ def _cli(capsys, *args: str) -> tuple[int, str, str]:
 def test_cli_writes_groups_and_the_figures_of_the_negatives(tmp_path, capsys):
     for path, seconds in SIDE_SECONDS.items():  # silent files at 100 Hz: the durations are all that counts
         (tmp_path / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-        audio.write_wav(tmp_path / path.lstrip("/"), np.zeros(int(seconds * 100), "float32"), sr=100)
+        audio.write_wav(tmp_path / path.lstrip("/"), np.zeros(int(seconds * 100), "float32"), sample_rate=100)
     manifest, events = tmp_path / "calls.csv", tmp_path / "events.csv"
     SIDES.assign(path=[p.lstrip("/") for p in SIDES["path"]]).to_csv(manifest, index=False)
     files = [str(tmp_path / f.lstrip("/")) for f in SIDE_DETECTIONS["file"]]

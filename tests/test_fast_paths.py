@@ -77,11 +77,11 @@ def test_the_fused_model_copy_matches_the_members_and_leaves_them_alone(tiny):
 def test_noise_floor_is_the_percentile_of_the_last_span_up_to_each_step_end():
     cfg = DetectConfig(gate_floor_s=3.0, gate_floor_step_s=0.5)
     rng = np.random.default_rng(3)
-    y = np.concatenate([noise_bed(sr=SR, rng=rng, duration=d, level_db=db) for d, db in [(4.1, -60), (3.3, -30), (2.9, -50)]])
+    y = np.concatenate([noise_bed(sample_rate=SR, rng=rng, duration_s=d, level_db=db) for d, db in [(4.1, -60), (3.3, -30), (2.9, -50)]])
     state, parts = GateState(), []
     for i in range(0, len(y), 7777):  # blocks that cut through frames and floor steps
-        parts.append(frame_levels(y[i: i + 7777], sr=SR, state=state, cfg=cfg))
-    parts.append(frame_levels(np.zeros(0, np.float32), sr=SR, state=state, cfg=cfg, final=True))
+        parts.append(frame_levels(y[i: i + 7777], sample_rate=SR, state=state, cfg=cfg))
+    parts.append(frame_levels(np.zeros(0, np.float32), sample_rate=SR, state=state, cfg=cfg, final=True))
     db, floor = np.concatenate([p.db for p in parts]), np.concatenate([p.floor for p in parts])
     step, span = 25, 150  # frames of 20 ms
     ends = np.minimum((np.arange(len(db)) // step + 1) * step, len(db))
@@ -95,7 +95,7 @@ class _WindowsOnly:
 
     def __init__(self, model: Model) -> None:
         self.model = model
-        self.sample_rate, self.clip_seconds = model.sample_rate, model.clip_seconds
+        self.sample_rate, self.clip_s = model.sample_rate, model.clip_s
         self.classes, self.positive = model.classes, model.positive
 
     def score_windows(self, windows: np.ndarray) -> np.ndarray:
@@ -103,7 +103,7 @@ class _WindowsOnly:
 
 
 def test_the_detector_scores_strips_as_it_scores_single_windows(tiny):
-    y, _ = scene(duration=40.0, events={"cough": 4, "speech": 2}, seed=4)
+    y, _ = scene(duration_s=40.0, events={"cough": 4, "speech": 2}, seed=4)
     cfg = DetectConfig(threshold=0.0, candidate_floor=0.0)
     strips = detect_array(y, tiny, cfg)
     single = detect_array(y, _WindowsOnly(tiny), cfg)
@@ -117,7 +117,7 @@ def test_an_ensemble_s_first_member_screens_the_windows_the_whole_ensemble_score
     meta = tiny_meta()
     pair = Model(tiny_members(meta, n=2), meta)
     first = Model(tiny_members(meta, n=2)[:1], meta)
-    y, _ = scene(duration=30.0, events={"cough": 3, "speech": 2}, seed=5)
+    y, _ = scene(duration_s=30.0, events={"cough": 3, "speech": 2}, seed=5)
     loose = DetectConfig(threshold=0.0, candidate_floor=0.0, screen=0.0)
     full = detect_array(y, _WindowsOnly(pair), loose).scores.astype(np.float32)  # every window, both members
     alone = detect_array(y, first, loose).scores.astype(np.float32)

@@ -129,7 +129,7 @@ def test_mel_filters_dct_and_mel_frequencies_equal_librosa_and_scipy(name):
     import scipy.fft
 
     cfg = CONFIGS[name]
-    ours = mel_filters(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.mel_fmax)
+    ours = mel_filters(sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.mel_fmax)
     theirs = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin,
                                  fmax=cfg.mel_fmax, htk=False, norm="slaney", dtype=np.float32)
     assert ours.dtype == np.float32 and np.array_equal(ours, theirs)

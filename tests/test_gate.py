@@ -16,20 +16,20 @@ CFG = DetectConfig()
 
 def _regions(y: np.ndarray, *, block_s: float, cfg: DetectConfig = CFG) -> list[tuple[float, float]]:
     """The gate's open regions over y fed in blocks of block_s."""
-    state, active = GateState(), ActiveTime(frame_s=frame_samples(sr=SR, cfg=cfg) / SR, pad_s=cfg.gate_pad_s)
+    state, active = GateState(), ActiveTime(frame_s=frame_samples(sample_rate=SR, cfg=cfg) / SR, pad_s=cfg.gate_pad_s)
     size = round(block_s * SR)
     blocks = [y[i: i + size] for i in range(0, len(y), size)]
     for i, block in enumerate(blocks):
-        active.add(loud(frame_levels(block, sr=SR, state=state, cfg=cfg, final=i == len(blocks) - 1), cfg=cfg))
+        active.add(loud(frame_levels(block, sample_rate=SR, state=state, cfg=cfg, final=i == len(blocks) - 1), cfg=cfg))
     return active.regions()
 
 
 def _with_coughs(times: list[float], *, duration: float, seed: int = 0, peak_db: float = -14.0):
     rng = np.random.default_rng(seed)
-    y = noise_bed(sr=SR, rng=rng, duration=duration, level_db=-50.0).astype(np.float64)
+    y = noise_bed(sample_rate=SR, rng=rng, duration_s=duration, level_db=-50.0).astype(np.float64)
     spans = []
     for t in times:
-        c = cough(sr=SR, rng=rng) * 10 ** (peak_db / 20)
+        c = cough(sample_rate=SR, rng=rng) * 10 ** (peak_db / 20)
         s = round(t * SR)
         y[s: s + len(c)] += c
         spans.append((t, t + len(c) / SR))
@@ -38,7 +38,7 @@ def _with_coughs(times: list[float], *, duration: float, seed: int = 0, peak_db:
 
 @pytest.mark.parametrize("color", ["white", "pink", "brown"])
 def test_gate_stays_closed_on_steady_noise(color):
-    y = noise_bed(sr=SR, rng=np.random.default_rng(1), duration=60.0, level_db=-25.0, color=color)
+    y = noise_bed(sample_rate=SR, rng=np.random.default_rng(1), duration_s=60.0, level_db=-25.0, color=color)
     assert _regions(y, block_s=7.0) == []
 
 
@@ -71,12 +71,12 @@ def test_gate_regions_do_not_depend_on_the_block_size():
 def test_noise_floor_follows_a_change_of_background():
     """A bed 30 dB louder from 20 s: loud at first, then the floor (10th percentile of 30 s) catches up."""
     rng = np.random.default_rng(4)
-    y = np.concatenate([noise_bed(sr=SR, rng=rng, duration=20.0, level_db=-60.0),
-                        noise_bed(sr=SR, rng=rng, duration=60.0, level_db=-30.0)])
+    y = np.concatenate([noise_bed(sample_rate=SR, rng=rng, duration_s=20.0, level_db=-60.0),
+                        noise_bed(sample_rate=SR, rng=rng, duration_s=60.0, level_db=-30.0)])
     (a, b), = _regions(y, block_s=10.0)
     assert a == pytest.approx(20.0 - CFG.gate_pad_s, abs=0.021)
     assert 20.0 + 0.8 * CFG.gate_floor_s < b < 20.0 + CFG.gate_floor_s + 2.0
-    levels = frame_levels(y, sr=SR, state=GateState(), cfg=CFG, final=True)
+    levels = frame_levels(y, sample_rate=SR, state=GateState(), cfg=CFG, final=True)
     assert np.median(levels.floor[-500:]) == pytest.approx(np.percentile(levels.db[-1500:], 10), abs=0.5)
 
 

@@ -25,7 +25,7 @@ def clip(rng):
 
     def write(path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_wav(path, (0.1 * rng.standard_normal(SR // 2)).astype(np.float32), sr=SR)
+        write_wav(path, (0.1 * rng.standard_normal(SR // 2)).astype(np.float32), sample_rate=SR)
         return path
 
     return write
@@ -158,10 +158,10 @@ def test_covid19_cough_uncut_events_and_invalid_annotation_warned(tmp_path, clip
 def test_covid19_cough_uncut_background_rows_stay_away_from_the_cough(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
-    write_wav(raw / "call.wav", np.zeros(60 * 8000, dtype=np.float32), sr=8000)  # a 60-s call
+    write_wav(raw / "call.wav", np.zeros(60 * 8000, dtype=np.float32), sample_rate=8000)  # a 60-s call
     meta = [{"filename": "call.wav", "start_at": 20.0, "end_at": 22.0, "covid19": True, "source": "call-center"}]
     (tmp_path / "metadata.json").write_text(json.dumps(meta))
-    df = import_dataset("covid19-cough-uncut", tmp_path, background=3, background_s=4.0, ignore_around=10.0)
+    df = import_dataset("covid19-cough-uncut", tmp_path, background=3, background_s=4.0, ignore_around_s=10.0)
     bg = df[df["label"] == "background"]
     assert len(bg) == 3 and set(df["subject"]) == {"call"}
     assert ((bg["end"] - bg["start"]) == 4.0).all()

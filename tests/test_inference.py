@@ -33,7 +33,7 @@ def clips(tmp_path_factory) -> list:
     out = []
     for i, (freq, seconds) in enumerate([(300, 1.0), (2500, 1.0), (900, 0.7)]):
         path = write_clip(folder / f"clip{i}.wav", tone_clip(freq, seconds, rng=rng))
-        out.append((path, audio.load(path, sr=SR)))
+        out.append((path, audio.load(path, sample_rate=SR)))
     return out
 
 
@@ -51,7 +51,7 @@ def test_every_input_form_gives_the_same_numbers(model, clips):
     one_by_one = np.concatenate([probs(model.predict(p)) for p in paths])
     as_list = probs(model.predict(paths))
     as_str = probs(model.predict([str(p) for p in paths]))
-    as_arrays = probs(model.predict(waves, sr=SR))
+    as_arrays = probs(model.predict(waves, sample_rate=SR))
     as_bytes = probs(model.predict([p.read_bytes() for p in paths]))
     as_files = probs(model.predict([io.BytesIO(p.read_bytes()) for p in paths]))
     for got in (one_by_one, as_list, as_str, as_arrays, as_bytes, as_files):
@@ -62,9 +62,9 @@ def test_every_input_form_gives_the_same_numbers(model, clips):
 
 def test_array_at_another_rate_is_resampled(model, clips):
     y16 = clips[1][1]
-    y8 = audio.resample(y16, orig_sr=SR, sr=8000)
-    record = model.predict(y8, sr=8000)[0]
-    expected = model.predict_proba([audio.resample(y8, orig_sr=8000, sr=SR)])[0]
+    y8 = audio.resample(y16, orig_sample_rate=SR, sample_rate=8000)
+    record = model.predict(y8, sample_rate=8000)[0]
+    expected = model.predict_proba([audio.resample(y8, orig_sample_rate=8000, sample_rate=SR)])[0]
     assert record["duration_s"] == pytest.approx(1.0, abs=1e-3)
     np.testing.assert_allclose([record["probabilities"][c] for c in model.classes], expected, atol=1e-6)
 
@@ -105,7 +105,7 @@ def test_multilabel_and_regression_records(clips):
     with torch.no_grad():
         raw = reg.ensemble.members[0](features(np.stack(waves[:2]), FeatureConfig.from_dict(meta.features)))[:, 0]
     np.testing.assert_allclose(values[:2], raw.numpy(), atol=1e-5)  # identity output
-    assert [set(r) for r in reg.predict(waves, sr=SR)] == [{"file", "value", "duration_s"}] * 3
+    assert [set(r) for r in reg.predict(waves, sample_rate=SR)] == [{"file", "value", "duration_s"}] * 3
 
 
 def test_clip_windows():
@@ -124,7 +124,7 @@ def test_clip_windows():
 def test_long_clip_is_pooled_into_one_record(model):
     rng = np.random.default_rng(3)
     y = np.concatenate([tone_clip(f, 2.5, rng=rng) for f in (200, 3000, 800, 5000)])  # 10 s
-    records = model.predict(y, sr=SR)
+    records = model.predict(y, sample_rate=SR)
     assert len(records) == 1 and records[0]["duration_s"] == pytest.approx(10.0)
     windows = model.score_windows(clip_windows(y, length=model.clip_samples))
     assert windows.shape == (19, 2) and np.ptp(windows[:, 1]) > 0.01
@@ -139,7 +139,7 @@ def test_short_clip_is_padded_centred(model):
     padded = np.zeros(model.clip_samples, np.float32)
     padded[SR // 4 : SR // 4 + len(y)] = y
     np.testing.assert_allclose(model.predict_proba([y])[0], model.score_windows(padded[None])[0], atol=1e-6)
-    assert model.predict(y, sr=SR)[0]["duration_s"] == pytest.approx(0.5)
+    assert model.predict(y, sample_rate=SR)[0]["duration_s"] == pytest.approx(0.5)
 
 
 def test_ensemble_averages_member_probabilities(clips):
@@ -175,9 +175,9 @@ def test_a_bad_file_is_reported_and_the_rest_scored(model, clips, tmp_path):
 
 
 def test_bad_arguments(model):
-    with pytest.raises(AudioError, match="sr="):
+    with pytest.raises(AudioError, match="sample_rate="):
         model.predict(np.zeros(SR, np.float32))
-    assert "error" in model.predict(np.zeros((2, SR), np.float32), sr=SR)[0]
+    assert "error" in model.predict(np.zeros((2, SR), np.float32), sample_rate=SR)[0]
     with pytest.raises(AudioError, match=r"\[n, 16000\]"):
         model.score_windows(np.zeros(100, np.float32))
     assert model.score_windows(np.zeros((2, 2 * SR), np.float32)).shape == (2, 2)  # a detector's longer windows
@@ -188,7 +188,7 @@ def test_bad_arguments(model):
 def test_load_model_by_path(tmp_path, clips):
     path = tiny_bundle(tmp_path / "tiny.respira", n=2)
     m = load_model(path)
-    assert m.name == "tiny" and m.backend == "torch" and m.sample_rate == SR and m.clip_seconds == 1.0
+    assert m.name == "tiny" and m.backend == "torch" and m.sample_rate == SR and m.clip_s == 1.0
     assert m.classes == ("other", "cough") and m.positive == "cough" and m.task == "classification"
     meta = tiny_meta()
     expected = Model(tiny_members(meta, n=2), meta).predict_proba([clips[0][1]])

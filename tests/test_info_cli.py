@@ -23,9 +23,9 @@ RESPIRA = Path(sys.executable).with_name("respira")
 def mixed_folder(tmp_path: Path) -> Path:
     """Three good files (one silent) and three bad ones."""
     t = np.arange(16000 * 2) / 16000
-    audio.write_wav(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * t), sr=16000)
+    audio.write_wav(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * t), sample_rate=16000)
     sf.write(tmp_path / "stereo.flac", np.zeros((44100, 2)) + 0.1, 44100)
-    audio.write_wav(tmp_path / "silent.wav", np.zeros(8000), sr=16000)
+    audio.write_wav(tmp_path / "silent.wav", np.zeros(8000), sample_rate=16000)
     (tmp_path / "notes.wav").write_text("not audio at all\n")
     (tmp_path / "empty.mp3").write_bytes(b"")
     return tmp_path

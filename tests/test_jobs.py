@@ -30,9 +30,9 @@ def bundle(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory) -> tuple[Path, list]:
-    y, planted = scene(duration=20.0, events={"cough": 3}, seed=4)
+    y, planted = scene(duration_s=20.0, events={"cough": 3}, seed=4)
     path = tmp_path_factory.mktemp("rec") / "night.wav"
-    audio.write_wav(path, y, sr=SR)
+    audio.write_wav(path, y, sample_rate=SR)
     return path, planted
 
 
@@ -173,7 +173,7 @@ def test_one_finder_skips_hidden_files_and_folders(tmp_path):
 
 @pytest.mark.parametrize("block_s", [0.5, 3.0, 60.0])
 def test_the_detector_reports_its_active_time_as_it_goes(block_s):
-    y, planted = scene(duration=30.0, events={"cough": 4}, seed=2)
+    y, planted = scene(duration_s=30.0, events={"cough": 4}, seed=2)
     scorer = PlantedScorer(y, planted)
     detector = StreamDetector(scorer, DetectConfig(block_s=block_s))
     size, running = round(block_s * SR), []

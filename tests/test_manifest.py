@@ -36,7 +36,7 @@ def clips(tmp_path, rng):
     """Two clips of 0.5 s and 1.25 s in tmp_path/audio and a manifest frame over them."""
     (tmp_path / "audio").mkdir()
     for name, seconds in (("a.wav", 0.5), ("b.wav", 1.25)):
-        write_wav(tmp_path / "audio" / name, _tone(rng, seconds), sr=SR)
+        write_wav(tmp_path / "audio" / name, _tone(rng, seconds), sample_rate=SR)
     return from_records(
         [
             {"path": str(tmp_path / "audio" / "a.wav"), "label": "cough", "subject": "s1", "sex": "female"},

@@ -49,7 +49,7 @@ def _s16(y: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def recording() -> tuple[np.ndarray, list]:
     """40 s with 6 planted coughs and 2 speech bursts (16 kHz)."""
-    return scene(duration=40.0, events={"cough": 6, "speech": 2}, seed=11)
+    return scene(duration_s=40.0, events={"cough": 6, "speech": 2}, seed=11)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,7 @@ def test_a_growing_wav_is_followed_until_it_stops_growing(recording, tmp_path):
     cfg = MonitorConfig()
     session = new_session(con, scorer, cfg, source=str(path), model="stub")
     growing = GrowingFile(path, idle_s=1.0, poll_s=0.02)
-    fmt, blocks = open_pcm(growing, fmt=PcmFormat("f32le", 8000), sr=SR, block_s=0.5)
+    fmt, blocks = open_pcm(growing, fmt=PcmFormat("f32le", 8000), sample_rate=SR, block_s=0.5)
     assert fmt == PcmFormat("s16le", SR, 1)  # the header wins over the flags
     done = {}
     reader = threading.Thread(target=lambda: done.update(r=monitor_stream(blocks, scorer, con, session, cfg)))
@@ -210,7 +210,7 @@ def test_raw_and_wav_pcm_streams_decode_to_the_same_samples(tmp_path):
     y = (rng.uniform(-0.5, 0.5, 4000)).astype(np.float32)
 
     def read(data: bytes, fmt: PcmFormat, sr: int = 8000):
-        got_fmt, blocks = open_pcm(io.BytesIO(data), fmt=fmt, sr=sr, block_s=0.1)
+        got_fmt, blocks = open_pcm(io.BytesIO(data), fmt=fmt, sample_rate=sr, block_s=0.1)
         return got_fmt, np.concatenate(list(blocks))
 
     assert np.array_equal(read(y.tobytes(), PcmFormat("f32le", 8000))[1], y)
@@ -221,12 +221,12 @@ def test_raw_and_wav_pcm_streams_decode_to_the_same_samples(tmp_path):
         buf = io.BytesIO()
         sf.write(buf, stereo, 8000, format="WAV", subtype=subtype)
         fmt, got = read(buf.getvalue(), PcmFormat("s16le", 16000))
-        assert (fmt.sr, fmt.channels) == (8000, 2)
+        assert (fmt.sample_rate, fmt.channels) == (8000, 2)
         assert np.allclose(got, sf.read(io.BytesIO(buf.getvalue()), dtype="float32")[0].mean(axis=1), atol=1e-6)
     fmt, up = read(y.tobytes(), PcmFormat("f32le", 8000), sr=16000)
     assert abs(len(up) - 8000) <= 1  # resampled to the model's rate
     with pytest.raises(AudioError, match="not a WAV stream"):
-        open_pcm(io.BytesIO(b"RIFF\0\0\0\0AVI LIST"), fmt=PcmFormat(), sr=SR, block_s=0.5)
+        open_pcm(io.BytesIO(b"RIFF\0\0\0\0AVI LIST"), fmt=PcmFormat(), sample_rate=SR, block_s=0.5)
 
 
 class _FakeSoundDevice:
@@ -258,14 +258,14 @@ def test_microphone_blocks_and_a_clear_error_without_one(monkeypatch):
 
     tone = np.sin(np.arange(48000) * 2 * np.pi * 440 / 48000).astype(np.float32) * 0.5
     monkeypatch.setitem(sys.modules, "sounddevice", _FakeSoundDevice(tone))
-    got = np.concatenate(list(itertools.islice(mic_blocks(sr=SR, block_s=0.25, input_sr=48000), 3)))
+    got = np.concatenate(list(itertools.islice(mic_blocks(sample_rate=SR, block_s=0.25, input_sample_rate=48000), 3)))
     assert len(got) >= 8000 and np.abs(got[2000:8000]).max() == pytest.approx(0.5, abs=0.01)  # resampled to 16 kHz
     monkeypatch.setitem(sys.modules, "sounddevice", _FakeSoundDevice(None))
     with pytest.raises(AudioError, match="no sound input device found; use --input stdin with ffmpeg"):
-        mic_blocks(sr=SR, block_s=0.5)
+        mic_blocks(sample_rate=SR, block_s=0.5)
     monkeypatch.setitem(sys.modules, "sounddevice", None)  # not installed
     with pytest.raises(AudioError, match="no sound input device found.*respira\\[live\\]"):
-        mic_blocks(sr=SR, block_s=0.5)
+        mic_blocks(sample_rate=SR, block_s=0.5)
 
 
 def test_database_that_is_not_ours_is_refused(tmp_path):

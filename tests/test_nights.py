@@ -27,31 +27,31 @@ def level_db(y: np.ndarray) -> float:
 def clips(seed: int) -> list[np.ndarray]:
     """Synthetic sounds with silence and faint noise around them, trimmed as the benchmark trims real clips."""
     rng = np.random.default_rng(seed)
-    makers = [lambda: testing.cough(rng=rng), lambda: testing.babble(rng=rng, duration=rng.uniform(1.0, 3.0)),
-              lambda: testing.wheeze(rng=rng, duration=0.5)]
+    makers = [lambda: testing.cough(rng=rng), lambda: testing.babble(rng=rng, duration_s=rng.uniform(1.0, 3.0)),
+              lambda: testing.wheeze(rng=rng, duration_s=0.5)]
     out = []
     for i in range(12):
         sound = makers[i % 3]()
-        pad = testing.noise_bed(rng=rng, duration=1.0, level_db=-80.0)
+        pad = testing.noise_bed(rng=rng, duration_s=1.0, level_db=-80.0)
         y = np.concatenate([pad, sound, pad])
-        a, b = testing.sound_extent(y, sr=SR)
+        a, b = testing.sound_extent(y, sample_rate=SR)
         out.append(y[a:b])
     return out
 
 
 def night(seed: int, *, duration: float = 60.0, mix: testing.NightMix = MIX) -> tuple[np.ndarray, list[testing.Placed]]:
-    return testing.mix_night(iter(clips(0)), duration=duration, sr=SR, rng=np.random.default_rng(seed), mix=mix)
+    return testing.mix_night(iter(clips(0)), duration_s=duration, sample_rate=SR, rng=np.random.default_rng(seed), mix=mix)
 
 
 def test_sound_extent_is_where_the_sound_is():
     rng = np.random.default_rng(3)
     sound = testing.cough(rng=rng)
-    y = np.concatenate([np.zeros(8000, np.float32), testing.noise_bed(rng=rng, duration=0.5, level_db=-90.0),
+    y = np.concatenate([np.zeros(8000, np.float32), testing.noise_bed(rng=rng, duration_s=0.5, level_db=-90.0),
                         sound, np.zeros(4000, np.float32)])
-    a, b = testing.sound_extent(y, sr=SR)
+    a, b = testing.sound_extent(y, sample_rate=SR)
     start, end = 8000 + 8000, 16000 + len(sound)
     assert start - 160 <= a <= start + 160 and end - 0.2 * len(sound) <= b <= end
-    assert testing.sound_extent(np.zeros(100, np.float32), sr=SR) == (0, 0)
+    assert testing.sound_extent(np.zeros(100, np.float32), sample_rate=SR) == (0, 0)
 
 
 def frame_levels(y: np.ndarray, frame: int = 160) -> np.ndarray:
@@ -104,7 +104,7 @@ def test_a_night_is_the_same_for_the_same_seed():
 
 def test_silent_sounds_are_refused():
     with pytest.raises(ValueError, match="silent"):
-        testing.mix_night(iter([np.zeros(800, np.float32)]), duration=10.0, rng=np.random.default_rng(0))
+        testing.mix_night(iter([np.zeros(800, np.float32)]), duration_s=10.0, rng=np.random.default_rng(0))
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ def config(manifest: Path, *, task: str = "classification", pooling: str = "mean
     """A tiny config on `manifest` with CLIP-second windows."""
     losses = {"classification": "ce", "multilabel": "bce", "regression": "mse"}
     return config_from_dict({
-        "data": {"sources": [{"path": str(manifest)}], "clip_seconds": CLIP, "pooling": pooling,
+        "data": {"sources": [{"path": str(manifest)}], "clip_s": CLIP, "pooling": pooling,
                  "split": {"val": 0.25, "test": 0.25}, **data},
         "features": {"n_mels": 32, "n_mfcc": 13}, "model": TINY_MODEL,
         "augment": {"mixup_p": 0.0, "balance": "none" if task == "regression" else "sampler"},
@@ -60,12 +60,12 @@ def test_validation_scoring_equals_the_bundle(tmp_path: Path, task: str, classes
     cfg = config(long, task=task, pooling=pooling, **({"classes": list(classes)} if task == "multilabel" else {}))
     positive = classes[-1] if task == "classification" and len(classes) == 2 else None
     meta = BundleMeta(task=task, classes=classes, positive=positive, features=cfg.features.to_dict(),
-                      model=model_spec(cfg, len(classes)), clip_seconds=CLIP, pooling=pooling)
+                      model=model_spec(cfg, len(classes)), clip_s=CLIP, pooling=pooling)
     model = tiny_members(meta)[0]  # BatchNorm statistics from tones: outputs follow the audio
     save_bundle(tmp_path / "m.respira", [model], meta)
     bundle = load_model(tmp_path / "m.respira")
 
-    waves, ok, _ = decode(rows, sr=SR, progress=False)  # the training side decodes rows once
+    waves, ok, _ = decode(rows, sample_rate=SR, progress=False)  # the training side decodes rows once
     assert ok.all() and len(waves[1]) == int(2.5 * CLIP * SR)
     validation = score_clips(model, waves, cfg=cfg, classes=classes, batch_size=3)
     served, kept, failures = bundle.score_rows(rows)
@@ -91,7 +91,7 @@ def test_training_history_reports_what_the_bundle_scores(tmp_path: Path) -> None
     """One epoch, one model: the bundle holds the weights validated, so the val metrics of
     history.csv are those of the bundle's scores of the validation rows (2.5-window clips, and
     rows with start/end inside them)."""
-    source = clip_dataset(tmp_path / "clips", per_class=8, duration=2.5 * CLIP, subjects=8)
+    source = clip_dataset(tmp_path / "clips", per_class=8, duration_s=2.5 * CLIP, subjects=8)
     df = read_manifest(source)
     cut = df.iloc[::3].assign(start=0.4, end=2.3)  # a 1.9-s row inside each third file, same subject
     manifest = tmp_path / "rows.csv"

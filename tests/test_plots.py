@@ -34,7 +34,7 @@ def is_drawn(image: np.ndarray) -> bool:
 @pytest.mark.parametrize("seconds", [0.2, 30.0])  # plain line, and min/max envelope
 def test_waveform_png_is_a_valid_800x300_png(tmp_path, seconds):
     path = tmp_path / "wave.png"
-    data = plots.waveform_png(tone(seconds), sr=16000, path=path, title="cough 1")
+    data = plots.waveform_png(tone(seconds), sample_rate=16000, path=path, title="cough 1")
     image = read_png(data)
     assert image.shape == (300, 800, 4) and is_drawn(image)
     assert path.read_bytes() == data
@@ -86,7 +86,7 @@ def test_no_pyplot_figures_left_open():
     import matplotlib.pyplot as plt
 
     before = plt.get_fignums()
-    plots.waveform_png(tone(0.1), sr=16000)
+    plots.waveform_png(tone(0.1), sample_rate=16000)
     plots.probabilities_png({"a": 1.0})
     assert plt.get_fignums() == before
 
@@ -94,7 +94,7 @@ def test_no_pyplot_figures_left_open():
 def test_bad_inputs_raise_typed_errors():
     cfg = FeatureConfig()
     with pytest.raises(AudioError, match="1-D"):
-        plots.waveform_png(np.zeros((2, 100)), sr=16000)
+        plots.waveform_png(np.zeros((2, 100)), sample_rate=16000)
     with pytest.raises(ConfigError, match="kind"):
         plots.spectrogram_png(np.zeros((64, 10)), cfg=cfg, kind="cqt")
     with pytest.raises(DataError, match="n_mels"):

@@ -142,7 +142,7 @@ def test_evaluate_binary_model_on_a_three_label_manifest(capsys, model_path, man
     assert 0.0 <= metrics["roc_auc"] <= 1.0
     # the predictions are the inference path's own numbers, the event row cut to its start / end
     rows = pd.read_csv(out_dir / "predictions.csv")
-    first = load_model(model_path).predict_proba([audio.load(manifest.parent / "0.wav", sr=SR, start=0.2, end=1.2)])[0, 1]
+    first = load_model(model_path).predict_proba([audio.load(manifest.parent / "0.wav", sample_rate=SR, start_s=0.2, end_s=1.2)])[0, 1]
     assert rows.loc[0, "prob_cough"] == pytest.approx(first, abs=1e-5)
 
 
@@ -174,13 +174,13 @@ def test_the_python_api_evaluates_as_the_cli_does(capsys, model_path, manifest, 
     code, _, err = run(capsys, "evaluate", model_path, manifest, "-o", tmp_path / "cli", "--n-boot", "20")
     assert code == 0, err
     notes = []
-    result = respira.evaluate(model_path, read_manifest(manifest), out_dir=tmp_path / "api", n_boot=20, log=notes.append)
+    result = respira.evaluate(model_path, read_manifest(manifest), out=tmp_path / "api", n_boot=20, log=notes.append)
     assert result.metrics == json.loads((tmp_path / "cli" / "metrics.json").read_text())
     assert result.failures == () and notes == ["evaluating the 6 test rows of manifest (12 rows in all)"]
     assert (tmp_path / "api" / "predictions.csv").read_text() == (tmp_path / "cli" / "predictions.csv").read_text()
     from respira.evaluate import evaluate  # the package is callable, and its job is importable by name
 
-    assert evaluate(load_model(model_path), manifest, out_dir=tmp_path / "m", split="train", n_boot=0,
+    assert evaluate(load_model(model_path), manifest, out=tmp_path / "m", split="train", n_boot=0,
                     log=notes.append).metrics["data"]["n"] == 6
 
 
@@ -190,6 +190,18 @@ def test_evaluate_api_lists_unreadable_rows(model_path, manifest, tmp_path):
 
     table = read_manifest(manifest)
     table.loc[1, "path"] = str(tmp_path / "missing.wav")
-    result = respira.evaluate(model_path, table, out_dir=tmp_path / "e", n_boot=0, log=lambda line: None)
+    result = respira.evaluate(model_path, table, out=tmp_path / "e", n_boot=0, log=lambda line: None)
     assert len(result.failures) == 1 and result.failures[0].startswith("row 2: ") and "missing.wav" in result.failures[0]
     assert result.metrics["data"]["n"] == 5
+
+
+def test_the_predict_job_takes_a_name_or_a_model(model_path, folder):
+    from respira.errors import ConfigError
+    from respira.predict import predict_files
+
+    by_name = predict_files(model_path, [folder], batch_size=2)
+    assert by_name.classes == ("other", "cough") and by_name.task == "classification" and len(by_name.records) == 3
+    model = load_model(model_path)
+    assert predict_files(model, [folder], batch_size=2) == by_name
+    with pytest.raises(ConfigError, match="not a Model"):  # workers load the model by its name
+        predict_files(model, [folder], workers=2)

@@ -60,7 +60,7 @@ def binary(tmp_path_factory) -> tuple[Path, dict]:
         manifest, ["negative", "covid19"], "classification", np.c_[1 - score, score], None, y, positive="covid19"
     )
     out = tmp_path_factory.mktemp("binary")
-    return out, evaluate_predictions(pred, out_dir=out, model_name="toy-covid", n_boot=N_BOOT)
+    return out, evaluate_predictions(pred, out=out, model_name="toy-covid", n_boot=N_BOOT)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def five_class(tmp_path_factory) -> tuple[Path, dict, np.ndarray]:
     proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     pred = Predictions(_manifest(rng, np.array(classes)[y]), classes, "classification", proba, None, y)
     out = tmp_path_factory.mktemp("five")
-    return out, evaluate_predictions(pred, out_dir=out, model_name="vocal", n_boot=N_BOOT), proba
+    return out, evaluate_predictions(pred, out=out, model_name="vocal", n_boot=N_BOOT), proba
 
 
 def test_binary_writes_every_file_with_metrics_and_intervals(binary):
@@ -154,7 +154,7 @@ def test_icbhi_classes_add_icbhi_scores(tmp_path):
     proba = np.full((80, 4), 0.1)
     proba[np.arange(80), y] = 0.7
     pred = Predictions(_manifest(rng, np.array(classes)[y]), classes, "classification", proba, None, y)
-    metrics = evaluate_predictions(pred, out_dir=tmp_path, n_boot=N_BOOT)
+    metrics = evaluate_predictions(pred, out=tmp_path, n_boot=N_BOOT)
     assert metrics["icbhi_score"] == 1.0 and metrics["icbhi_score_ci"] == [1.0, 1.0]
     assert "ICBHI score" in (tmp_path / "report.md").read_text()
 
@@ -165,7 +165,7 @@ def test_multilabel_writes_every_file(tmp_path):
     p = np.clip(0.4 * t + rng.uniform(0, 0.6, t.shape), 0, 1)
     labels = np.array(["normal", "crackle", "wheeze", "both"])[t[:, 0] + 2 * t[:, 1]]
     pred = Predictions(_manifest(rng, labels), ["crackle", "wheeze"], "multilabel", p, None, t)
-    returned = evaluate_predictions(pred, out_dir=tmp_path, n_boot=N_BOOT)
+    returned = evaluate_predictions(pred, out=tmp_path, n_boot=N_BOOT)
     metrics, table, report = _read(tmp_path)
     assert metrics == returned
     assert {"crackle_auc", "wheeze_sensitivity", "macro_auc", "icbhi_score", "icbhi_score_ci"} <= set(metrics)
@@ -180,7 +180,7 @@ def test_regression_writes_every_file(tmp_path):
     target = rng.normal(50, 10, N)
     values = target + rng.normal(0, 4, N)
     pred = Predictions(_manifest(rng, target.round(1).astype(str)), [], "regression", None, values, target)
-    returned = evaluate_predictions(pred, out_dir=tmp_path, model_name="age-from-voice", n_boot=N_BOOT)
+    returned = evaluate_predictions(pred, out=tmp_path, model_name="age-from-voice", n_boot=N_BOOT)
     metrics, table, report = _read(tmp_path)
     assert metrics == returned
     assert metrics["mae"] == pytest.approx(np.abs(values - target).mean())

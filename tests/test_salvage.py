@@ -62,7 +62,7 @@ def _write_av(fmt: str, codec: str):
     def write(path: Path, sr: int) -> None:
         if codec not in av.codecs_available:
             pytest.skip(f"PyAV has no {codec} encoder here")
-        encode(signal(sr), sr=sr, fmt=fmt, codec=codec, path=path)
+        encode(signal(sr), sample_rate=sr, fmt=fmt, codec=codec, path=path)
 
     return write
 
@@ -174,7 +174,7 @@ def test_info_and_stream_see_the_same_recovered_audio(corpus, name):
     good, bad = _files(corpus, name)
     declares = CORPUS[name][5]
     with pytest.warns(AudioWarning):
-        y = audio.load(bad, sr=16000)
+        y = audio.load(bad, sample_rate=16000)
     meta = audio.info(bad)  # describes the damage rather than warning of it
     assert meta.recovered and meta.warnings[0].startswith(f"damaged: recovered {meta.duration_s:.2f} s")
     assert meta.duration_s == pytest.approx(len(y) / 16000, abs=1e-3)
@@ -183,7 +183,7 @@ def test_info_and_stream_see_the_same_recovered_audio(corpus, name):
     else:
         assert meta.declared_duration_s is None
     with pytest.warns(AudioWarning, match="damaged: recovered"):
-        blocks = list(audio.stream(bad, sr=16000, block_s=0.7))
+        blocks = list(audio.stream(bad, sample_rate=16000, block_s=0.7))
     joined = np.concatenate(blocks)
     assert joined.shape == y.shape and np.abs(joined - y).max() < 1e-5
     intact = audio.info(good)
@@ -200,16 +200,16 @@ def test_a_header_only_damage_is_seen_without_decoding(corpus):
 def test_bytes_and_ranges_of_a_damaged_file(corpus):
     good, bad = _files(corpus, "wav-cut-mid-sample")
     with pytest.warns(AudioWarning):
-        part = audio.load(bad.read_bytes(), sr=16000, start=1.0, end=2.5)
-    np.testing.assert_array_equal(part, audio.load(good, sr=16000, start=1.0, end=2.5))
+        part = audio.load(bad.read_bytes(), sample_rate=16000, start_s=1.0, end_s=2.5)
+    np.testing.assert_array_equal(part, audio.load(good, sample_rate=16000, start_s=1.0, end_s=2.5))
     with pytest.raises(AudioError, match="beyond the end"):
-        audio.load(bad, start=4.0)
+        audio.load(bad, start_s=4.0)
 
 
 def test_a_cut_flac_is_read_through_to_the_damage_from_any_start(corpus):
     good, bad = _files(corpus, "flac")
     with pytest.warns(AudioWarning, match="undecodable data"):
-        part, sr = audio.load_native(bad, start=1.0)
+        part, sr = audio.load_native(bad, start_s=1.0)
     full, _ = audio.load_native(good)
     np.testing.assert_array_equal(part, full[sr : sr + len(part)])
 
@@ -261,7 +261,7 @@ def _stream_peak(path: Path, *, sr: int) -> tuple[int, int]:
     """(samples streamed, peak bytes traced while streaming)."""
     tracemalloc.start()
     try:
-        total = sum(len(block) for block in audio.stream(path, sr=sr, block_s=10.0))
+        total = sum(len(block) for block in audio.stream(path, sample_rate=sr, block_s=10.0))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -335,7 +335,7 @@ def test_data_summary_counts_the_recovered_duration(corpus, tmp_path, capsys):
 def _cut_night(path: Path, *, written_h: float, present_h: float, sr: int = 8000) -> tuple[list, float]:
     """A night WAV whose header claims 2 h, cut (mid-sample) after `present_h` hours of the
     `written_h` written; returns the planted coughs and the seconds left."""
-    planted = write_night(path, hours=written_h, sr=sr, coughs_per_hour=60, seed=11)
+    planted = write_night(path, hours=written_h, sample_rate=sr, coughs_per_hour=60, seed=11)
     claim = 2 * 3600 * sr * 2
     with open(path, "r+b") as f:
         header = _sizes(f.read(44), riff=36 + claim, size=claim)
@@ -352,7 +352,7 @@ def _detect_cut_night(tmp_path, monkeypatch, capsys, *, written_h: float, presen
     path = tmp_path / "night.wav"
     planted, left_s = _cut_night(path, written_h=written_h, present_h=present_h)
     with pytest.warns(AudioWarning, match=f"recovered {left_s:.2f} s of the 7200.00 s the header declares"):
-        y = audio.load(path, sr=8000)
+        y = audio.load(path, sample_rate=8000)
     scorer = PlantedScorer(y, planted, sr=8000)
     del y
     monkeypatch.setattr(respira.inference, "load_model", lambda model, device="cpu": scorer)

@@ -42,7 +42,7 @@ def make_bundle(path: Path, *, classes=("cough", "other"), positive: str | None 
     torch.manual_seed(seed)
     net = build_model("compact_cnn", **params).eval()
     meta = BundleMeta(task=task, classes=tuple(classes), positive=positive, features=cfg.to_dict(),
-                      model={"name": "compact_cnn", "params": params}, clip_seconds=1.0,
+                      model={"name": "compact_cnn", "params": params}, clip_s=1.0,
                       thresholds={"decision": decision},
                       provenance={"metrics": {"balanced_accuracy": 0.5, "roc_auc": float("nan")}})
     save_bundle(path, [net], meta)
@@ -90,7 +90,7 @@ def webm_opus_bytes(y: np.ndarray, *, sr: int = 48000) -> bytes:
     av = pytest.importorskip("av")
     if "libopus" not in av.codecs_available:
         pytest.skip("PyAV has no libopus encoder here")
-    return encode(y, sr=sr, fmt="webm", codec="libopus")
+    return encode(y, sample_rate=sr, fmt="webm", codec="libopus")
 
 
 def png_of(url: str) -> bytes:
@@ -247,9 +247,9 @@ def test_detect_equals_detect_file(client, bundles, tmp_path):
     from respira import testing
     from respira.detect import DetectConfig, detect_file
 
-    y, planted = testing.scene(duration=8.0, events={"cough": 3}, seed=3)
+    y, planted = testing.scene(duration_s=8.0, events={"cough": 3}, seed=3)
     path = tmp_path / "night.wav"
-    audio.write_wav(path, y, sr=SR)
+    audio.write_wav(path, y, sample_rate=SR)
     r = client.post("/api/v1/detect?model=always&images=true", files={"file": ("night.wav", path.read_bytes())})
     assert r.status_code == 200, r.text
     answer = r.json()

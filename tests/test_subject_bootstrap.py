@@ -128,7 +128,7 @@ def _predictions(subject: list | None) -> Predictions:
     ],
 )
 def test_evaluate_predictions_says_how_intervals_were_drawn(tmp_path, subject, method, units):
-    metrics = evaluate_predictions(_predictions(subject), out_dir=tmp_path, n_boot=50)
+    metrics = evaluate_predictions(_predictions(subject), out=tmp_path, n_boot=50)
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     assert (metrics["ci_method"], metrics["subjects"]) == (method, units)
     groups = metrics["groups"]["sex"]

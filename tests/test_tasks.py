@@ -69,7 +69,7 @@ def test_manifest_truth():
 
 def test_bundle_and_config_take_the_registry_s_names_and_losses():
     meta = dict(task="classification", classes=("a", "b"), features={}, model={"name": "x", "params": {}},
-                clip_seconds=1.0)
+                clip_s=1.0)
     with pytest.raises(ModelError, match="task must be one of classification, multilabel, regression"):
         BundleMeta(**{**meta, "task": "ranking"})
     with pytest.raises(ModelError, match="pooling must be one of mean, max"):
@@ -90,7 +90,7 @@ def test_checks_outside_the_registry_follow_the_task_facts():
     assert facts == {"classification": (True, False, False, 2), "multilabel": (False, True, False, 1),
                      "regression": (False, False, True, 1)}
     assert set(REPORTS) == set(TASKS)  # every task type has its evaluation report
-    meta = dict(features={}, model={"name": "x", "params": {}}, clip_seconds=1.0)
+    meta = dict(features={}, model={"name": "x", "params": {}}, clip_s=1.0)
     for name, task in TASKS.items():
         with pytest.raises(ModelError, match=f"a {name} bundle needs at least {task.min_classes} class"):
             BundleMeta(**meta, task=name, classes=("a", "b", "c")[: task.min_classes - 1])

@@ -28,7 +28,7 @@ def spectrum(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def test_scene_plants_each_event_at_its_reported_extent_and_nothing_elsewhere():
     counts = {"cough": 3, "crackle": 2, "wheeze": 2, "speech": 1}
-    y, events = testing.scene(duration=30.0, events=counts, bed_db=-50.0, event_db=-12.0, seed=4, min_gap=1.0)
+    y, events = testing.scene(duration_s=30.0, events=counts, bed_db=-50.0, event_db=-12.0, seed=4, min_gap_s=1.0)
     assert y.dtype == np.float32 and len(y) == 30 * SR and np.abs(y).max() < 1.0
     assert {label: sum(e.label == label for e in events) for label in counts} == counts
     assert [e.start for e in events] == sorted(e.start for e in events)
@@ -51,22 +51,22 @@ def test_scene_plants_each_event_at_its_reported_extent_and_nothing_elsewhere():
 
 
 def test_scene_levels_and_errors():
-    y, events = testing.scene(duration=10.0, events={"wheeze": 1}, event_db=-6.0, seed=1)
+    y, events = testing.scene(duration_s=10.0, events={"wheeze": 1}, event_db=-6.0, seed=1)
     (e,) = events
     peak = np.abs(y[int(e.start * SR) : int(e.end * SR)]).max()
     assert 20 * np.log10(peak) == pytest.approx(-6.0, abs=0.3)
-    y, events = testing.scene(duration=5.0, events=None, bed_db=-40.0, seed=1)
+    y, events = testing.scene(duration_s=5.0, events=None, bed_db=-40.0, seed=1)
     assert events == [] and rms_db(y) == pytest.approx(-40.0, abs=0.1)
     with pytest.raises(ValueError, match="sneeze"):
-        testing.scene(duration=5.0, events={"sneeze": 1})
+        testing.scene(duration_s=5.0, events={"sneeze": 1})
     with pytest.raises(ValueError, match="do not fit"):
-        testing.scene(duration=3.0, events={"cough": 5})
+        testing.scene(duration_s=3.0, events={"cough": 5})
 
 
 def test_scene_is_deterministic_per_seed():
-    a = testing.scene(duration=8.0, events={"cough": 2, "speech": 1}, seed=7)
-    b = testing.scene(duration=8.0, events={"cough": 2, "speech": 1}, seed=7)
-    c = testing.scene(duration=8.0, events={"cough": 2, "speech": 1}, seed=8)
+    a = testing.scene(duration_s=8.0, events={"cough": 2, "speech": 1}, seed=7)
+    b = testing.scene(duration_s=8.0, events={"cough": 2, "speech": 1}, seed=7)
+    c = testing.scene(duration_s=8.0, events={"cough": 2, "speech": 1}, seed=8)
     assert np.array_equal(a[0], b[0]) and a[1] == b[1]
     assert not np.array_equal(a[0], c[0]) and a[1] != c[1]
 
@@ -113,7 +113,7 @@ def test_write_night_streams_a_16_bit_wav(tmp_path):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_wheeze_is_tonal_between_100_and_1000_hz(seed):
-    y = testing.wheeze(sr=SR, rng=np.random.default_rng(seed), duration=0.5)
+    y = testing.wheeze(sample_rate=SR, rng=np.random.default_rng(seed), duration_s=0.5)
     assert len(y) == SR // 2 and y.dtype == np.float32 and np.abs(y).max() == pytest.approx(1.0)
     f, p = spectrum(y)
     assert 100 <= f[p.argmax()] <= 1000
@@ -123,13 +123,13 @@ def test_wheeze_is_tonal_between_100_and_1000_hz(seed):
 
 def test_wheeze_must_last_more_than_100_ms():
     with pytest.raises(ValueError, match="0.1"):
-        testing.wheeze(rng=np.random.default_rng(0), duration=0.05)
+        testing.wheeze(rng=np.random.default_rng(0), duration_s=0.05)
 
 
 def test_crackles_are_short_broadband_transients():
     lengths = []
     for seed in range(20):
-        y = testing.crackle(sr=SR, rng=np.random.default_rng(seed))
+        y = testing.crackle(sample_rate=SR, rng=np.random.default_rng(seed))
         lengths.append(len(y) / SR)
         assert 0.005 <= len(y) / SR <= 0.020
         f, p = spectrum(np.pad(y, (0, 1024)))
@@ -140,7 +140,7 @@ def test_crackles_are_short_broadband_transients():
 def test_cough_has_an_explosive_broadband_onset_then_a_weaker_tail():
     lengths = set()
     for seed in range(10):
-        y = testing.cough(sr=SR, rng=np.random.default_rng(seed))
+        y = testing.cough(sample_rate=SR, rng=np.random.default_rng(seed))
         lengths.add(len(y))
         assert 0.25 <= len(y) / SR <= 0.6
         env = np.abs(y)
@@ -156,7 +156,7 @@ def test_cough_has_an_explosive_broadband_onset_then_a_weaker_tail():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_babble_is_voiced_at_speech_pitch_with_syllable_rate_modulation(seed):
-    y = testing.babble(sr=SR, rng=np.random.default_rng(seed), duration=4.0).astype(np.float64)
+    y = testing.babble(sample_rate=SR, rng=np.random.default_rng(seed), duration_s=4.0).astype(np.float64)
     assert len(y) == 4 * SR
     env = np.sqrt(np.mean(y.reshape(-1, 160) ** 2, axis=1))  # 100 Hz envelope
     f, p = np.fft.rfftfreq(len(env), 0.01), np.abs(np.fft.rfft(env - env.mean())) ** 2
@@ -170,18 +170,18 @@ def test_babble_is_voiced_at_speech_pitch_with_syllable_rate_modulation(seed):
 
 @pytest.mark.parametrize(("color", "tilt_db"), [("white", 12.0), ("pink", 0.0), ("brown", -12.0)])
 def test_noise_bed_level_and_color(color, tilt_db):
-    y = testing.noise_bed(sr=SR, rng=np.random.default_rng(0), duration=4.0, level_db=-37.0, color=color)
+    y = testing.noise_bed(sample_rate=SR, rng=np.random.default_rng(0), duration_s=4.0, level_db=-37.0, color=color)
     assert y.dtype == np.float32 and len(y) == 4 * SR
     assert rms_db(y) == pytest.approx(-37.0, abs=0.05)
     f, p = spectrum(y)
     low, high = p[(f >= 200) & (f < 400)].sum(), p[(f >= 3200) & (f < 6400)].sum()
     assert 10 * np.log10(high / low) == pytest.approx(tilt_db, abs=2.0)
     with pytest.raises(ValueError, match="pink"):
-        testing.noise_bed(rng=np.random.default_rng(0), duration=1.0, color="blue")
+        testing.noise_bed(rng=np.random.default_rng(0), duration_s=1.0, color="blue")
 
 
 def test_clip_dataset_writes_wavs_and_a_manifest(tmp_path):
-    manifest = testing.clip_dataset(tmp_path / "clips", per_class=6, duration=1.5, seed=1, subjects=3)
+    manifest = testing.clip_dataset(tmp_path / "clips", per_class=6, duration_s=1.5, seed=1, subjects=3)
     assert manifest == tmp_path / "clips" / "manifest.csv"
     with open(manifest, newline="") as f:
         reader = csv.DictReader(f)
@@ -196,7 +196,7 @@ def test_clip_dataset_writes_wavs_and_a_manifest(tmp_path):
         assert (info.samplerate, info.subtype, info.frames) == (SR, "PCM_16", int(1.5 * SR))
         y, _ = sf.read(manifest.parent / r["path"])
         assert frame_rms_db(y).max() > frame_rms_db(y).min() + 20  # a sound over the bed
-    again = testing.clip_dataset(tmp_path / "again", per_class=6, duration=1.5, seed=1, subjects=3)
+    again = testing.clip_dataset(tmp_path / "again", per_class=6, duration_s=1.5, seed=1, subjects=3)
     assert np.array_equal(sf.read(manifest.parent / rows[4]["path"])[0], sf.read(again.parent / rows[4]["path"])[0])
     with pytest.raises(ValueError, match="snore"):
         testing.clip_dataset(tmp_path / "bad", classes=("snore",))
@@ -204,7 +204,7 @@ def test_clip_dataset_writes_wavs_and_a_manifest(tmp_path):
 
 def test_clip_dataset_classes_are_separable_across_subjects(tmp_path):
     """A nearest-centroid classifier on band energies of the loudest frames tells the classes apart."""
-    manifest = testing.clip_dataset(tmp_path, per_class=20, duration=2.0, seed=0, subjects=10)
+    manifest = testing.clip_dataset(tmp_path, per_class=20, duration_s=2.0, seed=0, subjects=10)
     with open(manifest, newline="") as f:
         rows = list(csv.DictReader(f))
     edges = np.geomspace(80, 7900, 17)

@@ -31,13 +31,13 @@ TINY_MODEL = {"name": "compact_cnn", "params": {"channels": [16, 32, 64]}}
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """60 one-second clips: 20 each of cough, speech, wheeze, from 10 subjects."""
-    return clip_dataset(tmp_path_factory.mktemp("clips"), per_class=20, duration=1.0, subjects=10)
+    return clip_dataset(tmp_path_factory.mktemp("clips"), per_class=20, duration_s=1.0, subjects=10)
 
 
 def settings(manifest: Path, **sections: dict) -> dict:
     """A small, fast config for `manifest`; `sections` update its sections key by key."""
     raw = {
-        "data": {"sources": [{"path": str(manifest)}], "clip_seconds": 1.0, "split": {"val": 0.25, "test": 0.25}},
+        "data": {"sources": [{"path": str(manifest)}], "clip_s": 1.0, "split": {"val": 0.25, "test": 0.25}},
         "features": {"n_mels": 40},
         "model": TINY_MODEL,
         "augment": {"mixup_p": 0.0},
@@ -90,7 +90,7 @@ def test_cli_writes_the_run(cli_run: Path, capsys: pytest.CaptureFixture) -> Non
     assert list(history["epoch"]) == list(range(1, 17))
     assert {"train_loss", "val_loss", "val_balanced_accuracy", "lr", "seconds"} <= set(history.columns)
     models, meta = load_bundle(cli_run / "model.respira")
-    assert len(models) == 1 and meta.classes == ("cough", "speech", "wheeze") and meta.clip_seconds == 1.0
+    assert len(models) == 1 and meta.classes == ("cough", "speech", "wheeze") and meta.clip_s == 1.0
     provenance = meta.provenance
     assert provenance["command"].startswith("respira train ") and "train.seed=1" in provenance["command"]
     assert provenance["config"] == cfg.to_dict()
@@ -104,7 +104,7 @@ def test_trained_model_learns_the_synthetic_classes(cli_run: Path, tmp_path: Pat
 
     metrics = json.loads((cli_run / "eval" / "metrics.json").read_text())
     assert metrics["accuracy"] >= 0.7  # chance is 1/3
-    fresh = read_manifest(clip_dataset(tmp_path, per_class=8, duration=1.0, seed=7))  # never seen in training
+    fresh = read_manifest(clip_dataset(tmp_path, per_class=8, duration_s=1.0, seed=7))  # never seen in training
     records = load_model(cli_run / "model.respira").predict(list(fresh["path"]))
     accuracy = np.mean([r["label"] == label for r, label in zip(records, fresh["label"])])
     assert accuracy >= 0.7
@@ -158,7 +158,7 @@ def test_resume_refuses_a_different_config(clips: Path, tmp_path: Path) -> None:
 
 
 def test_multilabel_runs_end_to_end(tmp_path: Path) -> None:
-    source = clip_dataset(tmp_path / "clips", classes=("crackle", "wheeze", "speech"), per_class=12, duration=1.0)
+    source = clip_dataset(tmp_path / "clips", classes=("crackle", "wheeze", "speech"), per_class=12, duration_s=1.0)
     manifest = relabelled(source, tmp_path / "lung.csv", label={"crackle": "crackle", "wheeze": "wheeze", "speech": "normal"})
     cfg = config_from_dict(settings(manifest, data={"classes": ["crackle", "wheeze"]},
                                     task={"type": "multilabel", "loss": "bce"}))
@@ -210,15 +210,15 @@ def fabricated_icbhi(root: Path, *, sr: int = 8000) -> None:
     for patient in range(101, 109):
         name = f"{patient}_1b1_Al_sc_Meditron"
         cycles = [(0, 0), (1, 0), (0, 1), (1, 1)] * 2
-        y = noise_bed(sr=sr, rng=rng, duration=1.5 * len(cycles), level_db=-45)
+        y = noise_bed(sample_rate=sr, rng=rng, duration_s=1.5 * len(cycles), level_db=-45)
         notes = []
         for i, (crackles, wheezes) in enumerate(cycles):
             start = int(1.5 * i * sr)
             if wheezes:
-                w = 0.3 * wheeze(sr=sr, rng=rng, duration=0.8)
+                w = 0.3 * wheeze(sample_rate=sr, rng=rng, duration_s=0.8)
                 y[start + 2000 : start + 2000 + len(w)] += w
             for k in range(4 * crackles):
-                c = 0.5 * crackle(sr=sr, rng=rng)
+                c = 0.5 * crackle(sample_rate=sr, rng=rng)
                 at = start + 1000 + 2400 * k
                 y[at : at + len(c)] += c
             notes.append(f"{1.5 * i:.3f}\t{1.5 * (i + 1):.3f}\t{crackles}\t{wheezes}")
@@ -232,7 +232,7 @@ def test_icbhi_config_keeps_the_official_split(tmp_path: Path, monkeypatch: pyte
     fabricated_icbhi(tmp_path / "icbhi")
     monkeypatch.chdir(ROOT)
     cfg = load_config(ROOT / "configs" / "icbhi.yaml", [
-        f"data.sources.0.path={tmp_path / 'icbhi'}", "data.clip_seconds=1.5", "train.epochs=1",
+        f"data.sources.0.path={tmp_path / 'icbhi'}", "data.clip_s=1.5", "train.epochs=1",
         "model.params={channels: [8, 16, 32]}",
     ])
     result = train(cfg, tmp_path / "run", log=lambda line: None)
@@ -257,8 +257,8 @@ def test_coughvid_config_regresses_cough_detected(tmp_path: Path, monkeypatch: p
     for i in range(40):
         uuid = f"{i:08d}-0000-0000-0000-000000000000"
         target = i / 39
-        y = noise_bed(sr=16000, rng=rng, duration=2.0, level_db=-40)
-        c = cough(sr=16000, rng=rng) * target
+        y = noise_bed(sample_rate=16000, rng=rng, duration_s=2.0, level_db=-40)
+        c = cough(sample_rate=16000, rng=rng) * target
         y[8000 : 8000 + len(c)] += c
         sf.write(root / f"{uuid}.ogg", y, 16000, format="OGG", subtype="VORBIS")
         rows.append({"uuid": uuid, "datetime": "2020-04-13", "cough_detected": round(target, 4), "age": 30,
@@ -266,7 +266,7 @@ def test_coughvid_config_regresses_cough_detected(tmp_path: Path, monkeypatch: p
     pd.DataFrame(rows).to_csv(root / "metadata_compiled.csv", index=False)
     monkeypatch.chdir(ROOT)
     cfg = load_config(ROOT / "configs" / "coughvid.yaml", [
-        f"data.sources.0.path={root}", "data.clip_seconds=2.0", "train.epochs=2",
+        f"data.sources.0.path={root}", "data.clip_s=2.0", "train.epochs=2",
         "model.params={channels: [8, 16, 32]}",
     ])
     result = train(cfg, tmp_path / "run", log=lambda line: None)
@@ -357,7 +357,7 @@ def test_tuned_threshold_separates_validation_scores(monkeypatch):
     from types import SimpleNamespace
 
     import respira.inference
-    from respira.train import run
+    from respira.train import job
 
     scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])  # val: 3 negatives then 3 positives
     targets = np.array([[1, 0]] * 3 + [[0, 1]] * 3, dtype=np.float32)
@@ -372,11 +372,11 @@ def test_tuned_threshold_separates_validation_scores(monkeypatch):
     monkeypatch.setattr(respira.inference, "Model", Fake)
     data = SimpleNamespace(rows=lambda split: np.arange(6), waves=[None] * 6, targets=targets)
     meta = SimpleNamespace(classes=("other", "cough"), positive="cough")
-    assert run.tune_threshold([], meta, data) == pytest.approx(0.45)  # midway between 0.3 and 0.6
+    assert job.tune_threshold([], meta, data) == pytest.approx(0.45)  # midway between 0.3 and 0.6
 
 
 def test_auxiliary_labels_train_extra_outputs_that_the_bundle_leaves_out(clips: Path, tmp_path: Path) -> None:
-    from respira.train.run import narrowed, plan_members
+    from respira.train.job import narrowed, plan_members
 
     two = settings(clips, data={"classes": ["cough", "wheeze"]},
                    validation={"strategy": "group_kfold", "folds": 3}, train={"epochs": 1, "ensemble": "folds"})

@@ -17,7 +17,7 @@ CHANNELS = (8, 16)  # a narrow compact_cnn: fast on a shared CPU
 
 
 def tiny_meta(*, task: str = "classification", classes=("other", "cough"), positive: str | None = "cough",
-              n_outputs: int | None = None, kind: str = "logmel", clip_seconds: float = 1.0, pooling: str = "mean",
+              n_outputs: int | None = None, kind: str = "logmel", clip_s: float = 1.0, pooling: str = "mean",
               thresholds: dict | None = None) -> BundleMeta:
     """BundleMeta of a compact_cnn (or dual, for kind "dual") on 32-mel features."""
     cfg = FeatureConfig(kind=kind, n_mels=32, n_mfcc=13)
@@ -27,7 +27,7 @@ def tiny_meta(*, task: str = "classification", classes=("other", "cough"), posit
     else:
         bins = cfg.n_mels if kind == "logmel" else cfg.n_mfcc
         model = {"name": "compact_cnn", "params": {"n_classes": n_out, "in_channels": 1, "n_bins": bins, "channels": list(CHANNELS)}}
-    return BundleMeta(task=task, classes=tuple(classes), features=cfg.to_dict(), model=model, clip_seconds=clip_seconds,
+    return BundleMeta(task=task, classes=tuple(classes), features=cfg.to_dict(), model=model, clip_s=clip_s,
                       positive=positive, pooling=pooling, thresholds=thresholds or {"decision": 0.5},
                       provenance={"metrics": {"balanced_accuracy": 0.75, "roc_auc": 0.8}})
 
@@ -38,7 +38,7 @@ def tiny_members(meta: BundleMeta, *, n: int = 1, seed: int = 0) -> list[torch.n
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     cfg = FeatureConfig.from_dict(meta.features)
-    waves = np.stack([tone_clip(f, meta.clip_seconds, rng=rng) * g for f, g in zip((200, 500, 1500, 4000), (0.05, 0.3, 1.0, 0.1))])
+    waves = np.stack([tone_clip(f, meta.clip_s, rng=rng) * g for f, g in zip((200, 500, 1500, 4000), (0.05, 0.3, 1.0, 0.1))])
     with torch.no_grad():
         inputs = features(waves, cfg)
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
@@ -68,5 +68,5 @@ def tone_clip(freq: float, seconds: float, *, rng: np.random.Generator, sr: int 
 
 
 def write_clip(path: Path, y: np.ndarray, *, sr: int = SR) -> Path:
-    audio.write_wav(path, y, sr=sr)
+    audio.write_wav(path, y, sample_rate=sr)
     return path

@@ -11,7 +11,7 @@ from respira.cli.app import app, console, err_console
 CONFIG_HELP = "YAML file with a `detect:` section of detector settings (respira.detect.DetectConfig keys)."
 SET_HELP = "Override a detector setting, e.g. --set detect.threshold=0.9 (repeatable; over --config)."
 WORKERS_HELP = ("Run the files in parallel on a local Dask cluster of N worker processes, each with cores // N "
-                "threads (needs respira[dask]).")
+                "threads (needs respira\\[dask]).")
 SCHEDULER_HELP = ("Run the files on a running Dask cluster, e.g. tcp://host:8786 (`dask scheduler`, `dask worker`); "
                   "its workers must see these paths and OUT. Not with --workers.")
 
@@ -27,7 +27,7 @@ def detect_cmd(
     gate: bool | None = typer.Option(None, "--gate/--no-gate", help="Score only windows near sound above the noise floor (default: on)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip files finished by an earlier run with the same settings; continue a killed one."),
     device: str = typer.Option("cpu", help="Torch device for the model: cpu, cuda, cuda:N."),
-    workers: int | None = typer.Option(None, "--workers", min=1, help=WORKERS_HELP, show_default=False),
+    workers: int | None = typer.Option(None, "--workers", help=WORKERS_HELP, show_default=False),
     scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP, show_default=False),
 ) -> None:  # fmt: skip
     """Find coughs in long recordings: OUT/events.csv, candidates.csv, events.json, Audacity and
@@ -37,7 +37,7 @@ def detect_cmd(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from respira.detect.config import detect_settings
-    from respira.detect.run import detect
+    from respira.detect.job import detect
     from respira.display import events_table, failure_lines
 
     settings = detect_settings(config, set_, threshold=threshold, gate=gate)
@@ -58,7 +58,7 @@ def detect_cmd(
     console.print(f"{s['coughs']} coughs in {s['bouts']} bouts, {s['coughs_per_hour']:.1f} per hour over "
                   f"{s['hours_analysed']:.2f} h ({len(run.results)} file(s), threshold {run.cfg.threshold:g})",
                   highlight=False, markup=False)
-    console.print(f"report: {run.out_dir / 'report.html'}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"report: {run.out / 'report.html'}", highlight=False, markup=False, soft_wrap=True)
     if run.failures:
         err_console.print(failure_lines(run.failures), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
@@ -84,7 +84,7 @@ def evaluate_events_cmd(
     given against their false alarms per hour alone. `--review N` shows whether the false
     alarms are errors or unannotated events, and what the misses look like.
     """
-    from respira.detect.evaluate_run import evaluate_events
+    from respira.detect.event_job import evaluate_events
     from respira.display import event_metrics_lines
 
     metrics = evaluate_events(events, manifest, out=out, label=label, ignore_around_s=ignore_around, tolerance_s=tolerance,

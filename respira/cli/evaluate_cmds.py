@@ -27,7 +27,7 @@ def evaluate_command(
     label; rows with labels the model does not know, and unreadable rows, are named on stderr and left out."""
     from respira.evaluate import evaluate
 
-    result = evaluate(model, manifest, out_dir=out, split=split, strict=strict, n_boot=n_boot,
+    result = evaluate(model, manifest, out=out, split=split, strict=strict, n_boot=n_boot,
                       batch_size=batch_size, progress=True, log=_note)
     if result.failures:
         _note("\n".join(f"unreadable, left out: {failure}" for failure in result.failures))

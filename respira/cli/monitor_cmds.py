@@ -15,7 +15,7 @@ def monitor_cmd(
     src: str = typer.Option("mic", "--input", "-i", help="mic, stdin (raw PCM or WAV from a pipe, also '-') or an audio FILE."),
     model: str = typer.Option("cough", "--model", "-m", help="Built-in model name or bundle path."),
     db: Path = typer.Option(Path("respira.sqlite"), "--db", help="SQLite database for sessions and events (created when missing)."),
-    sr: int = typer.Option(16000, "--sr", help="Sample rate of raw PCM input (stdin, a growing raw file) and of the microphone."),
+    sample_rate: int = typer.Option(16000, "--sample-rate", "--sr", help="Sample rate of raw PCM input (stdin, a growing raw file) and of the microphone."),
     pcm_format: str = typer.Option("s16le", "--format", help="Raw PCM sample format: s16le, s24le, s32le or f32le (mono); a WAV header overrides it."),
     follow: bool = typer.Option(False, "--follow", help="FILE is being written: keep reading as it grows, stop after --idle seconds without growth."),
     idle: float = typer.Option(10.0, "--idle", help="With --follow: seconds without growth that end the session."),
@@ -38,7 +38,7 @@ def monitor_cmd(
     from respira.monitor import monitor
     from respira.sources import Source
 
-    source = Source.parse(src, follow=follow, pcm=PcmFormat(pcm_format, sr), idle_s=idle)
+    source = Source.parse(src, follow=follow, pcm=PcmFormat(pcm_format, sample_rate), idle_s=idle)
     settings = detect_settings(config, set_, threshold=threshold)
     result = monitor(source, db=db, model=model, settings=settings, keep_snippets=keep_snippets, name=session_name,
                      device=device, on_event=lambda e, wall: console.print(event_line(e, wall), markup=False, highlight=False),

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from respira.cli.app import app, console, err_console
 from respira.errors import ConfigError
-from respira.predict import FORMATS
+from respira.predict import BACKENDS, FORMATS
 
-if TYPE_CHECKING:
-    from respira.inference import Model
-
-BACKENDS = ("torch", "onnx")
+WORKERS_HELP = ("Score the clips in parallel on a local Dask cluster of N worker processes, each with cores // N "
+                "threads (needs respira\\[dask]).")
+SCHEDULER_HELP = ("Score the clips on a running Dask cluster, e.g. tcp://host:8786 (`dask scheduler`, `dask worker`); "
+                  "its workers must see these paths and MODEL. Not with --workers.")
 _HEADLINE = ("balanced_accuracy", "macro_f1", "roc_auc", "icbhi_score", "mae")
 """Test metrics shown by `respira models`, the first few present in a bundle's provenance."""
 
@@ -30,16 +29,19 @@ def predict_command(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the results to this file instead of stdout."),
     backend: str = typer.Option("torch", help="torch, or onnx (exports the bundle first, runs onnxruntime)."),
     batch_size: int = typer.Option(32, min=1, help="Windows scored at once."),
+    workers: int | None = typer.Option(None, "--workers", help=WORKERS_HELP, show_default=False),
+    scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP, show_default=False),
 ) -> None:
-    """Classify audio clips: one row per file. Unreadable files are listed on stderr (exit code 1)."""
+    """Classify audio clips: one row per file. Unreadable files are listed on stderr (exit code 1).
+    With --workers or --scheduler, batches of clips are scored on Dask workers, the model loaded once
+    per worker, with the same rows in the same order."""
     from respira.predict import format_records, predict_files
 
     fmt = fmt or _format_from(out)
     _check_choice("--format", fmt, FORMATS)
     _check_choice("--backend", backend, BACKENDS)
-    scorer = _load(model, backend=backend)
-    result = predict_files(scorer, paths, batch_size=batch_size)
-    text = format_records(result.records, fmt=fmt, classes=scorer.classes, task=scorer.task)
+    result = predict_files(model, paths, backend=backend, batch_size=batch_size, workers=workers, scheduler=scheduler)
+    text = format_records(result.records, fmt=fmt, classes=result.classes, task=result.task)
     if out is None:
         typer.echo(text, nl=False)
     else:
@@ -50,17 +52,6 @@ def predict_command(
         err_console.print("\n".join(f"unreadable: {reason}" for reason in result.failures),
                           markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-
-
-def _load(model: str, *, backend: str) -> Model:
-    """The model on `backend`; for onnx a bundle is exported first (an .onnx file is run as it is)."""
-    if backend == "onnx":
-        from respira.export import load_exported
-
-        return load_exported(model)
-    from respira.inference import load_model
-
-    return load_model(model)
 
 
 def _format_from(out: Path | None) -> str:
@@ -94,7 +85,7 @@ def models_command() -> None:
     for name in names:
         path = builtin_path(name)
         meta = read_meta(path)
-        table.add_row(name, meta.task, ", ".join(meta.classes), f"{meta.clip_seconds:g} s",
+        table.add_row(name, meta.task, ", ".join(meta.classes), f"{meta.clip_s:g} s",
                       headline_metrics(meta.provenance.get("metrics") or {}), _size(path.stat().st_size))
     console.print(table)
 
@@ -113,11 +104,14 @@ def _size(n_bytes: int) -> str:
 def export_command(
     model: str = typer.Argument(..., help="A built-in model name or a .respira bundle path."),
     out: Path = typer.Option(..., "--out", "-o", help="The ONNX file to write (its .json sidecar goes beside it)."),
+    graph_input: str = typer.Option("audio", "--input",
+                                    help="audio (samples in, the clip's probabilities out) or features "
+                                         "(one window's feature maps in; the app computes them, see docs/onnx.md)."),
 ) -> None:
-    """Export a model to ONNX (features in, probabilities out) with a JSON sidecar for the front end."""
+    """Export a model to ONNX (audio in, probabilities out) with a JSON sidecar: labels, thresholds, sample rate."""
     from respira.export import export_onnx
 
     if out.suffix.lower() != ".onnx":
         raise ConfigError(f"-o: {out} must end in .onnx (the sidecar is written as .json beside it)")
-    path = export_onnx(model, out)
+    path = export_onnx(model, out, input=graph_input)
     console.print(f"wrote {path} and {path.with_suffix('.json')}", markup=False, highlight=False, soft_wrap=True)

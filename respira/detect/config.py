@@ -27,7 +27,7 @@ class DetectConfig:
     (updated every `gate_floor_step_s`). A frame is *loud* when its level exceeds
     max(floor + `gate_db`, `gate_min_dbfs`), *sounding* when it exceeds floor + `extend_db`.
     Gate: only windows within `gate_pad_s` of a loud frame are scored (`gate=False`: every
-    window is scored). Windows: `window_s` seconds (None: the model's clip_seconds) every
+    window is scored). Windows: `window_s` seconds (None: the model's clip_s) every
     `hop_s` seconds; `batch_size` windows per call to the scorer. An ensemble's first member
     screens every window; the windows where it gives the positive class at least `screen` get
     the whole ensemble's score, the others keep its own (below `screen`, so thresholds at or

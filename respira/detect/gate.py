@@ -49,21 +49,21 @@ class Levels:
     floor: np.ndarray  # [frames] float32
 
 
-def frame_samples(*, sr: int, cfg: DetectConfig) -> int:
+def frame_samples(*, sample_rate: int, cfg: DetectConfig) -> int:
     """Samples per gate frame."""
-    return max(1, round(cfg.gate_frame_s * sr))
+    return max(1, round(cfg.gate_frame_s * sample_rate))
 
 
-def frame_levels(block: np.ndarray, *, sr: int, state: GateState, cfg: DetectConfig, final: bool = False) -> Levels:
-    """Levels of the frames whose floor is now known: block [samples] float32 at `sr` -> Levels.
+def frame_levels(block: np.ndarray, *, sample_rate: int, state: GateState, cfg: DetectConfig, final: bool = False) -> Levels:
+    """Levels of the frames whose floor is now known: block [samples] float32 at `sample_rate` -> Levels.
 
     `final`: the stream has ended; the incomplete last step is emitted too (a trailing part
     shorter than a frame is dropped). `state` is updated in place.
     """
-    frame = frame_samples(sr=sr, cfg=cfg)
+    frame = frame_samples(sample_rate=sample_rate, cfg=cfg)
     step = max(1, round(cfg.gate_floor_step_s / cfg.gate_frame_s))
     span = max(step, round(cfg.gate_floor_s / cfg.gate_frame_s))
-    x = np.concatenate([state.leftover, _highpass(np.asarray(block, dtype=np.float32), sr=sr, state=state, cfg=cfg)])
+    x = np.concatenate([state.leftover, _highpass(np.asarray(block, dtype=np.float32), sr=sample_rate, state=state, cfg=cfg)])
     n = len(x) // frame
     state.leftover = x[n * frame:].copy()
     power = np.mean(np.square(x[: n * frame].reshape(n, frame), dtype=np.float64), axis=1)
@@ -152,9 +152,9 @@ class ActiveTime:
         closed, last = self._merged()
         return self._closed + closed + ([last] if last else [])
 
-    def seconds(self, duration: float) -> float:
-        """Seconds of `regions()` within the first `duration` seconds."""
-        return sum(max(0.0, min(b, duration) - a) for a, b in self.regions())
+    def seconds(self, duration_s: float) -> float:
+        """Seconds of `regions()` within the first `duration_s` seconds."""
+        return sum(max(0.0, min(b, duration_s) - a) for a, b in self.regions())
 
     def _merged(self) -> tuple[list[tuple[float, float]], tuple[float, float] | None]:
         """(the regions the open run closes, the last region) with the open run ended at the last frame."""

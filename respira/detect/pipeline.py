@@ -38,7 +38,7 @@ class Scorer(Protocol):
     positive-class probability reaches cfg.screen."""
 
     sample_rate: int
-    clip_seconds: float
+    clip_s: float
     classes: tuple[str, ...]
     positive: str | None
 
@@ -83,32 +83,32 @@ class StreamDetector:
     def __init__(self, scorer: Scorer, cfg: DetectConfig, *, file: str = "", state: StreamState | None = None) -> None:
         check_scorer(scorer)
         self.scorer, self.cfg, self.file = scorer, cfg, file
-        self.sr = int(scorer.sample_rate)
-        self.window_s = float(cfg.window_s or scorer.clip_seconds)
-        self.win = max(1, round(self.window_s * self.sr))
-        self.hop = max(1, round(cfg.hop_s * self.sr))
+        self.sample_rate = int(scorer.sample_rate)
+        self.window_s = float(cfg.window_s or scorer.clip_s)
+        self.win = max(1, round(self.window_s * self.sample_rate))
+        self.hop = max(1, round(cfg.hop_s * self.sample_rate))
         self.grid = WindowGrid(hop=self.hop, length=self.win)
-        self.frame = frame_samples(sr=self.sr, cfg=cfg)
-        self.pad = round(cfg.gate_pad_s * self.sr)
+        self.frame = frame_samples(sample_rate=self.sample_rate, cfg=cfg)
+        self.pad = round(cfg.gate_pad_s * self.sample_rate)
         self.positive_index = list(scorer.classes).index(scorer.positive)
         self.screener: Scorer | None = getattr(scorer, "screener", None)
         self.state = state or StreamState()
         self.released = 0  # events returned by feed so far
         self._settled = 0  # the frames before this one hold only released bursts
-        self._active = ActiveTime(frame_s=self.frame / self.sr, pad_s=cfg.gate_pad_s)
+        self._active = ActiveTime(frame_s=self.frame / self.sample_rate, pad_s=cfg.gate_pad_s)
         for c in self.state.chunks:  # a resumed state: the frames seen so far
             self._active.add(loud(Levels(self._active.frames, c.db, c.floor), cfg=cfg))
 
     @property
     def active_s(self) -> float:
-        return self._active.seconds(self.state.samples / self.sr)
+        return self._active.seconds(self.state.samples / self.sample_rate)
 
     def feed(self, block: np.ndarray) -> list[Event]:
         """Process the next block [samples] float32 at the scorer's sample rate; returns the events
         (score >= threshold) that later audio can no longer change, in time order: exactly the
         next ones of finish().events."""
         block = np.asarray(block, dtype=np.float32)
-        levels = frame_levels(block, sr=self.sr, state=self.state.gate, cfg=self.cfg)
+        levels = frame_levels(block, sample_rate=self.sample_rate, state=self.state.gate, cfg=self.cfg)
         self._advance(block, levels, final=False)
         self.state.blocks += 1
         events = [e for e in self._release() if e.score >= self.cfg.threshold]
@@ -117,12 +117,13 @@ class StreamDetector:
 
     def finish(self) -> FileResult:
         """Flush the last frames and windows; the events of the whole recording."""
-        levels = frame_levels(np.zeros(0, np.float32), sr=self.sr, state=self.state.gate, cfg=self.cfg, final=True)
+        levels = frame_levels(np.zeros(0, np.float32), sample_rate=self.sample_rate, state=self.state.gate, cfg=self.cfg,
+                              final=True)
         self._advance(np.zeros(0, np.float32), levels, final=True)
         all_levels, scores = self._recent(0, 0)
-        duration = self.state.samples / self.sr
+        duration = self.state.samples / self.sample_rate
         candidates = self._candidates(all_levels, scores, first_window=0, duration=duration)
-        return FileResult(self.file, tuple(candidates), scores.astype(np.float16), self.hop / self.sr, self.window_s,
+        return FileResult(self.file, tuple(candidates), scores.astype(np.float16), self.hop / self.sample_rate, self.window_s,
                           duration, self.active_s, self.cfg.threshold)
 
     # internals
@@ -210,7 +211,7 @@ class StreamDetector:
             return []
         self._settled += n
         final = Levels(levels.first, levels.db[:n], levels.floor[:n])
-        return self._candidates(final, scores, first_window=first_window, duration=self.state.samples / self.sr)
+        return self._candidates(final, scores, first_window=first_window, duration=self.state.samples / self.sample_rate)
 
     def _final_frames(self, levels: Levels) -> int:
         """How many of `levels`' frames, from the first, hold only final bursts.
@@ -221,7 +222,7 @@ class StreamDetector:
         as a group member. The count stops where the first group that is not final begins.
         """
         n, cfg = len(levels.db), self.cfg
-        gap = max(1, round(cfg.merge_gap_s / (self.frame / self.sr)))  # as find_bursts merges (0 and 1 alike)
+        gap = max(1, round(cfg.merge_gap_s / (self.frame / self.sample_rate)))  # as find_bursts merges (0 and 1 alike)
         seed = loud(levels, cfg=cfg)
         spans = [(a, b) for a, b in runs(sounding_frames(levels, cfg=cfg)) if b == n or seed[a:b].any()]
         for a, b in merged(spans, gap=gap):
@@ -233,7 +234,7 @@ class StreamDetector:
     def _candidates(self, levels: Levels, scores: np.ndarray, *, first_window: int, duration: float) -> list[Event]:
         """The bursts in `levels` scored from `scores` (windows first_window on), kept when
         score >= min(candidate_floor, threshold)."""
-        frame_s, keep = self.frame / self.sr, min(self.cfg.candidate_floor, self.cfg.threshold)
+        frame_s, keep = self.frame / self.sample_rate, min(self.cfg.candidate_floor, self.cfg.threshold)
         out = []
         for start, stop, peak in find_bursts(levels, frame_s=frame_s, cfg=self.cfg):
             score = self._burst_score(scores, levels.first + peak, first_window=first_window)
@@ -260,7 +261,7 @@ class StreamDetector:
 def detect_array(y: np.ndarray, scorer: Scorer, cfg: DetectConfig = DetectConfig(), *, file: str = "") -> FileResult:
     """Detect in a waveform y [samples] float32 at scorer.sample_rate, fed in blocks of cfg.block_s."""
     detector = StreamDetector(scorer, cfg, file=file)
-    size = max(1, round(cfg.block_s * detector.sr))
+    size = max(1, round(cfg.block_s * detector.sample_rate))
     for i in range(0, len(y), size):
         detector.feed(y[i: i + size])
     return detector.finish()
@@ -287,13 +288,13 @@ def detect_file(
     state = ckpt.load_state(checkpoint) if checkpoint is not None else None
     detector = StreamDetector(scorer, cfg, file=file, state=state)
     skip = detector.state.blocks
-    for i, block in enumerate(_read_ahead(audio.stream(path, sr=detector.sr, block_s=cfg.block_s))):
+    for i, block in enumerate(_read_ahead(audio.stream(path, sample_rate=detector.sample_rate, block_s=cfg.block_s))):
         if i >= skip:
             detector.feed(block)
             if checkpoint is not None:
                 ckpt.save_state(checkpoint, detector.state)
         if progress is not None:
-            progress(len(block) / detector.sr)
+            progress(len(block) / detector.sample_rate)
     result = detector.finish()
     if checkpoint is not None:
         ckpt.clear_state(checkpoint)

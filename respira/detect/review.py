@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from respira.detect.evaluate import FALSE_ALARM, HIT, IGNORED, Matched, false_alarms_at, missed_at
+from respira.detect.event_metrics import FALSE_ALARM, HIT, IGNORED, Matched, false_alarms_at, missed_at
 
 SPAN_S = 12.0
 """Seconds of audio on each sheet, centred on its false alarm or missed event."""
@@ -26,16 +26,16 @@ def write_review(
     m: Matched,
     *,
     durations: Mapping[str, float],
-    out_dir: str | os.PathLike,
+    out: str | os.PathLike,
     threshold: float,
     top: int = 10,
 ) -> Path:
     """OUT_DIR/index.html and a PNG per sheet: the `top` highest-scoring false alarms of `m`
-    (`respira.detect.evaluate.match_detections`, with its ignore zones) at `threshold`
+    (`respira.detect.event_metrics.match_detections`, with its ignore zones) at `threshold`
     and the `top` annotated events it misses (lowest best score first). durations: seconds per
     manifest file. Returns the page's path."""
     alarms, missed = false_alarms_at(m, threshold).head(top), missed_at(m, threshold).head(top)
-    out = Path(out_dir)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sections = []
     for name, heading, rows, score in (("false-alarm", "Highest-scoring false alarms", alarms, "score"),
@@ -65,7 +65,7 @@ def _sheet(file: str, centre: float, m: Matched, *, durations: Mapping[str, floa
     cfg = FeatureConfig()
     start = max(0.0, min(centre - SPAN_S / 2, float(durations[file]) - SPAN_S))
     end = start + SPAN_S
-    y = load(file, sr=cfg.sample_rate, start=start, end=end)
+    y = load(file, sample_rate=cfg.sample_rate, start_s=start, end_s=end)
     annotated = [(r.start, r.end) for r in _within(m.events, file, start, end).itertuples()]
     detections = [(r.start, r.end, r.score, KIND_COLORS[r.kind])
                   for r in _within(m.detections, file, start, end).itertuples()]

@@ -1,6 +1,6 @@
 """Evaluation: metrics with bootstrap intervals, calibration, subgroup tables, confound check, report.
 
-The package is callable: ``respira.evaluate(model, manifest, out_dir=...)`` runs the evaluate job
+The package is callable: ``respira.evaluate(model, manifest, out=...)`` runs the evaluate job
 (`respira.evaluate.job.evaluate`), the same as ``respira evaluate``.
 """
 

@@ -36,10 +36,10 @@ class Evaluation:
 
 
 def evaluate(model: Model | str | os.PathLike, manifest: pd.DataFrame | str | os.PathLike, *,
-             out_dir: str | os.PathLike, split: str = AUTO_SPLIT, strict: bool = False, n_boot: int = 1000,
+             out: str | os.PathLike, split: str = AUTO_SPLIT, strict: bool = False, n_boot: int = 1000,
              batch_size: int = 32, progress: bool = False, log: Callable[[str], None] = print) -> Evaluation:
     """Score the rows of `manifest` (a path or a table) through `model` (a Model, a bundle path or a
-    built-in name) and write metrics.json, report.md, predictions.csv and figures to `out_dir`.
+    built-in name) and write metrics.json, report.md, predictions.csv and figures to `out`.
 
     split: "auto" (the test rows when the manifest has any, else all), "all", or a split name.
     A binary model scores its positive class against every other label; any other classifier
@@ -61,8 +61,8 @@ def evaluate(model: Model | str | os.PathLike, manifest: pd.DataFrame | str | os
     if left_out:
         log(_left_out_note(left_out))
     pred, failures = manifest_predictions(scorer, rows, batch_size=batch_size, progress=progress, where=where)
-    metrics = evaluate_predictions(pred, out_dir=Path(out_dir), model_name=scorer.name, n_boot=n_boot)
-    return Evaluation(metrics=_record_left_out(metrics, left_out, out_dir=Path(out_dir)), failures=tuple(failures))
+    metrics = evaluate_predictions(pred, out=Path(out), model_name=scorer.name, n_boot=n_boot)
+    return Evaluation(metrics=_record_left_out(metrics, left_out, out=Path(out)), failures=tuple(failures))
 
 
 def select_rows(table: pd.DataFrame, split: str, *, where: str) -> tuple[pd.DataFrame, str]:
@@ -114,10 +114,10 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{label or '(empty)'} {n}" for label, n in counts.items())
 
 
-def _record_left_out(metrics: dict, left_out: dict[str, int], *, out_dir: Path) -> dict:
-    """metrics with "left_out_labels", written back to out_dir/metrics.json."""
+def _record_left_out(metrics: dict, left_out: dict[str, int], *, out: Path) -> dict:
+    """metrics with "left_out_labels", written back to out/metrics.json."""
     metrics = {**metrics, "left_out_labels": left_out}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     return metrics
 
 

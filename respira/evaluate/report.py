@@ -107,16 +107,16 @@ class _Outcome:
 
     metrics: dict
     table: pd.DataFrame
-    figures: list[tuple[str, str]]  # (caption, file name in out_dir)
+    figures: list[tuple[str, str]]  # (caption, file name in `out`)
     compute: Callable[[np.ndarray, int], dict]  # metrics of some rows with n_boot resamples of their subjects
     calibration: dict | None = None
     extra: dict = field(default_factory=dict)  # further metrics.json entries (largest_errors)
 
 
 def evaluate_predictions(
-    pred: Predictions, *, out_dir: Path, model_name: str = "", n_boot: int = 1000, seed: int = 0
+    pred: Predictions, *, out: Path, model_name: str = "", n_boot: int = 1000, seed: int = 0
 ) -> dict:
-    """Evaluate `pred` and write to `out_dir`: metrics.json, predictions.csv, the task's figures
+    """Evaluate `pred` and write to `out`: metrics.json, predictions.csv, the task's figures
     (confusion_matrix.png, roc.png, calibration.png; scatter.png for regression) and report.md.
 
     Returns the metrics.json content: the task's flat metrics with `_ci` intervals, "ci_method"
@@ -126,11 +126,11 @@ def evaluate_predictions(
     (reliability bins, confidence of right / wrong answers, most confident mistakes),
     "confound" (`confound_check` of the manifest; None for regression), "data" and "params".
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     manifest = pred.manifest.reset_index(drop=True)
     subjects = manifest["subject"].to_numpy() if "subject" in manifest.columns else None
-    outcome = _TASKS[pred.task](pred, manifest=manifest, subjects=subjects, out_dir=out_dir, n_boot=n_boot, seed=seed)
+    outcome = _TASKS[pred.task](pred, manifest=manifest, subjects=subjects, out=out, n_boot=n_boot, seed=seed)
     metrics = dict(outcome.metrics)
 
     def group_metrics(rows: np.ndarray, *, with_ci: bool) -> dict:
@@ -158,14 +158,14 @@ def evaluate_predictions(
         "seed": seed,
         "respira_version": respira.__version__,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    outcome.table.to_csv(out_dir / "predictions.csv", index=False)
-    (out_dir / "report.md").write_text(render_report(metrics, figures=outcome.figures))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    outcome.table.to_csv(out / "predictions.csv", index=False)
+    (out / "report.md").write_text(render_report(metrics, figures=outcome.figures))
     return metrics
 
 
 def _classification(
-    pred: Predictions, *, manifest: pd.DataFrame, subjects: np.ndarray | None, out_dir: Path, n_boot: int, seed: int
+    pred: Predictions, *, manifest: pd.DataFrame, subjects: np.ndarray | None, out: Path, n_boot: int, seed: int
 ) -> _Outcome:
     classes, proba, y = list(pred.classes), np.asarray(pred.proba, dtype=float), np.asarray(pred.targets)
     pos = positive_index(classes, pred.positive)
@@ -204,16 +204,16 @@ def _classification(
         table, top_confidence=proba.max(1), top_correct=proba.argmax(1) == y, correct=decided == y
     )
     figures.plot_confusion(
-        [("Confusion matrix", np.array(metrics["confusion_matrix"]), classes)], path=out_dir / "confusion_matrix.png"
+        [("Confusion matrix", np.array(metrics["confusion_matrix"]), classes)], path=out / "confusion_matrix.png"
     )
-    figures.plot_roc(curves, path=out_dir / "roc.png", title="ROC" if pos is not None else "ROC, one class vs rest")
+    figures.plot_roc(curves, path=out / "roc.png", title="ROC" if pos is not None else "ROC, one class vs rest")
     ece = "n/a" if metrics["ece"] is None else f"{metrics['ece']:.3f}"
-    figures.plot_reliability(calibration["bins"], path=out_dir / "calibration.png", title=f"Reliability (ECE {ece})")
+    figures.plot_reliability(calibration["bins"], path=out / "calibration.png", title=f"Reliability (ECE {ece})")
     return _Outcome(metrics, table, _CLASSIFICATION_FIGURES, compute, calibration)
 
 
 def _multilabel(
-    pred: Predictions, *, manifest: pd.DataFrame, subjects: np.ndarray | None, out_dir: Path, n_boot: int, seed: int
+    pred: Predictions, *, manifest: pd.DataFrame, subjects: np.ndarray | None, out: Path, n_boot: int, seed: int
 ) -> _Outcome:
     names, proba, t = list(pred.classes), np.asarray(pred.proba, dtype=float), np.asarray(pred.targets).astype(int)
 
@@ -242,16 +242,16 @@ def _multilabel(
     ]
     curves = {name: binary_curve(t[:, j], proba[:, j]) for j, name in enumerate(names)}
     calibration = _calibration(table, top_confidence=sure.ravel(), top_correct=~wrong.ravel(), correct=~wrong.any(1))
-    figures.plot_confusion(panels, path=out_dir / "confusion_matrix.png")
-    figures.plot_roc(curves, path=out_dir / "roc.png", title="ROC per label")
+    figures.plot_confusion(panels, path=out / "confusion_matrix.png")
+    figures.plot_roc(curves, path=out / "roc.png", title="ROC per label")
     figures.plot_reliability(
-        calibration["bins"], path=out_dir / "calibration.png", title="Reliability of the label decisions"
+        calibration["bins"], path=out / "calibration.png", title="Reliability of the label decisions"
     )
     return _Outcome(metrics, table, _CLASSIFICATION_FIGURES, compute, calibration)
 
 
 def _regression(
-    pred: Predictions, *, manifest: pd.DataFrame, subjects: np.ndarray | None, out_dir: Path, n_boot: int, seed: int
+    pred: Predictions, *, manifest: pd.DataFrame, subjects: np.ndarray | None, out: Path, n_boot: int, seed: int
 ) -> _Outcome:
     values, t = np.asarray(pred.values, dtype=float), np.asarray(pred.targets, dtype=float)
 
@@ -261,7 +261,7 @@ def _regression(
     table = _table(manifest, label=t, predicted=values)
     table["error"] = values - t
     largest = table.reindex(table["error"].abs().sort_values(ascending=False).index).head(N_LISTED)
-    figures.plot_regression(t, values, path=out_dir / "scatter.png")
+    figures.plot_regression(t, values, path=out / "scatter.png")
     return _Outcome(
         compute(np.arange(len(t)), n_boot),
         table,

@@ -23,7 +23,7 @@ def clip_images(y: np.ndarray, model: Model, probabilities: dict[str, float] | N
         mel = log_mel(y, cfg).numpy()
         coefficients = mfcc(y, cfg).numpy()
     pngs = {
-        "waveform": waveform_png(y, sr=model.sample_rate),
+        "waveform": waveform_png(y, sample_rate=model.sample_rate),
         "mfcc": spectrogram_png(coefficients, cfg=cfg, kind="mfcc"),
         "mel": spectrogram_png(mel, cfg=cfg, kind="mel"),
     }
@@ -38,7 +38,7 @@ def data_url(png: bytes) -> str:
 
 def timeline_png(result) -> bytes:
     """The detector's score timeline of `result` as PNG bytes."""
-    from respira.detect.report import timeline_figure
+    from respira.detect.night_report import timeline_figure
 
     buffer = io.BytesIO()
     timeline_figure(result).savefig(buffer, format="png", dpi=100)

@@ -32,14 +32,14 @@ def predict(model: Model, data: bytes, *, max_s: float, images: bool) -> dict:
     and, with `images`, PNG data URLs."""
     from respira.audio import quality_warnings
 
-    y = decode(data, sr=model.sample_rate, max_s=max_s)
-    record = model.predict(y, sr=model.sample_rate)[0]
+    y = decode(data, sample_rate=model.sample_rate, max_s=max_s)
+    record = model.predict(y, sample_rate=model.sample_rate)[0]
     if "error" in record:
         raise ApiError(415, _upload_message(record["error"]))
     answer = {"model": model.name, **{k: v for k, v in record.items() if k != "file"}}
     if model.positive is not None and "label" in record:
         answer["diagnosis"] = model.positive if record["label"] == model.positive else f"not {model.positive}"
-    if warnings := quality_warnings(y, sr=model.sample_rate):
+    if warnings := quality_warnings(y, sample_rate=model.sample_rate):
         answer["warnings"] = warnings
     if images:
         answer["images"] = clip_images(y, model, record.get("probabilities"))
@@ -54,7 +54,7 @@ def detect(model: Model, path: Path, *, max_s: float, images: bool, settings: Ma
     from respira import audio
     from respira.detect import detect_file
     from respira.detect.config import detect_config
-    from respira.detect.report import summary
+    from respira.detect.night_report import summary
 
     cfg = detect_config(model, settings)
     try:
@@ -78,17 +78,17 @@ def detect(model: Model, path: Path, *, max_s: float, images: bool, settings: Ma
     return answer
 
 
-def decode(data: bytes, *, sr: int, max_s: float) -> np.ndarray:
-    """Audio bytes -> mono float32 [samples] at `sr` Hz, decoded block by block so that audio
+def decode(data: bytes, *, sample_rate: int, max_s: float) -> np.ndarray:
+    """Audio bytes -> mono float32 [samples] at `sample_rate` Hz, decoded block by block so that audio
     longer than `max_s` seconds is refused (ApiError 422) after at most one block past the limit.
     ApiError 415 when the bytes are not audio that can be decoded."""
     from respira import audio
 
     blocks, samples = [], 0
     try:
-        for block in audio.stream(data, sr=sr, block_s=DECODE_BLOCK_S):
+        for block in audio.stream(data, sample_rate=sample_rate, block_s=DECODE_BLOCK_S):
             samples += len(block)
-            _check_length(samples / sr, max_s=max_s)
+            _check_length(samples / sample_rate, max_s=max_s)
             blocks.append(block)
     except AudioError as e:
         raise ApiError(415, _upload_message(str(e))) from None

@@ -25,7 +25,7 @@ def model_info(model: Model) -> dict:
     return {
         "name": model.name, "task": model.task, "classes": list(model.classes), "positive": model.positive,
         "threshold": float(model.meta.thresholds["decision"]), "sample_rate": model.sample_rate,
-        "clip_seconds": model.clip_seconds, "metrics": _finite(model.meta.provenance.get("metrics", {})),
+        "clip_seconds": model.clip_s, "metrics": _finite(model.meta.provenance.get("metrics", {})),
     }
 
 

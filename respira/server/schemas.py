@@ -25,6 +25,7 @@ class ModelInfo(BaseModel):
     positive: str | None = Field(description="The positive class of a binary screening model, else null.")
     threshold: float = Field(description="The decision threshold on the positive-class probability.")
     sample_rate: int = Field(description="Hz; uploads are resampled to it.")
+    # the HTTP API keeps its key clip_seconds (a contract of the JSON body); the model calls it clip_s
     clip_seconds: float = Field(description="The window the model sees; longer audio is scored in windows and pooled.")
     metrics: dict[str, Any] = Field(description="Test metrics from the bundle's training provenance (may be empty).")
 

@@ -6,6 +6,6 @@
 """
 
 from respira.train.loop import Interrupted
-from respira.train.run import RunResult, train
+from respira.train.job import RunResult, train
 
 __all__ = ["Interrupted", "RunResult", "train"]

@@ -62,7 +62,7 @@ class Pipeline:
         return (x if isinstance(x, tuple) else (x,)), y
 
 
-def build_pipeline(aug: AugmentConfig, feats: FeatureConfig, *, clip_seconds: float,
+def build_pipeline(aug: AugmentConfig, feats: FeatureConfig, *, clip_s: float,
                    device: torch.device | str = "cpu", eventless: int | None = None) -> Pipeline:
     """The steps for `aug` (those it switches off are left out), the window and the features.
 
@@ -70,7 +70,7 @@ def build_pipeline(aug: AugmentConfig, feats: FeatureConfig, *, clip_seconds: fl
     a derived binary task); with crop "loudest" its rows are cropped anywhere, since every
     window of them is a true negative, quiet stretches included.
     """
-    length = int(round(clip_seconds * feats.sample_rate))
+    length = int(round(clip_s * feats.sample_rate))
     device = torch.device(device)
     mixup = functools.partial(_mixup, alpha=aug.mixup_alpha, p=aug.mixup_p)
     wanted: list[tuple[bool, Step]] = [

@@ -103,7 +103,7 @@ def prepare(cfg: Config, *, progress: bool = True) -> TrainingData:
     table = assign_splits(table, cfg)
     auxiliary = tuple(cfg.data.auxiliary)
     targets = TASKS[cfg.task.type].targets(table["task_label"], classes + auxiliary)  # before decoding: bad labels fail fast
-    waves, ok, skipped = decode(table, sr=cfg.features.sample_rate, progress=progress)
+    waves, ok, skipped = decode(table, sample_rate=cfg.features.sample_rate, progress=progress)
     table, targets = table.loc[ok].reset_index(drop=True), targets[ok]
     waves = [w for w, keep in zip(waves, ok) if keep]
     _check_splits(table, cfg)
@@ -212,8 +212,8 @@ def _split_main(table: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     return out.drop(columns="_strata")
 
 
-def decode(table: pd.DataFrame, *, sr: int, progress: bool = True) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
-    """Each row's clip (its start..end, or the whole file) as float32 mono at `sr`.
+def decode(table: pd.DataFrame, *, sample_rate: int, progress: bool = True) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """Each row's clip (its start..end, or the whole file) as float32 mono at `sample_rate`.
 
     Returns (waves [rows], readable mask [rows], "path: reason" of each unreadable row).
     Unreadable rows get an empty array and are listed in one DataWarning; decoding never aborts.
@@ -225,7 +225,7 @@ def decode(table: pd.DataFrame, *, sr: int, progress: bool = True) -> tuple[list
     def one(row: tuple) -> np.ndarray | str:
         path, start, end = row
         try:
-            y = audio.load(path, sr=sr, start=_time(start), end=_time(end))
+            y = audio.load(path, sample_rate=sample_rate, start_s=_time(start), end_s=_time(end))
         except AudioError as e:
             return str(e)
         return y if len(y) else f"{path}: no samples"

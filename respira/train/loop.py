@@ -52,7 +52,7 @@ class Member:
     seed: int
     train: np.ndarray
     val: np.ndarray
-    out_dir: Path
+    out: Path
 
 
 @dataclass
@@ -69,7 +69,7 @@ class FitResult:
 def model_spec(cfg: Config, n_outputs: int) -> dict:
     """{"name", "params"} for `build_model`: cfg.model.params plus n_classes and the input geometry
     (in_channels, n_bins; pairs for "dual" features) measured on one window of features."""
-    window = torch.zeros(1, int(round(cfg.data.clip_seconds * cfg.features.sample_rate)))
+    window = torch.zeros(1, int(round(cfg.data.clip_s * cfg.features.sample_rate)))
     maps = features(window, cfg.features)
     maps = maps if isinstance(maps, tuple) else (maps,)
     channels = [int(m.shape[1]) for m in maps]
@@ -99,7 +99,7 @@ def score_clips(model: nn.Module, waves: Sequence[np.ndarray], *, cfg: Config, c
             maps = feature_inputs(torch.from_numpy(windows).to(device), cfg.features)
             return task.activate(model(*maps).float()[:, :len(classes)]).cpu().numpy()
 
-    return pooled_outputs(waves, score=score, length=int(round(cfg.data.clip_seconds * cfg.features.sample_rate)),
+    return pooled_outputs(waves, score=score, length=int(round(cfg.data.clip_s * cfg.features.sample_rate)),
                           pooling=cfg.data.pooling, task=cfg.task.type,
                           positive_index=positive_index(classes, cfg.data.positive), batch_size=batch_size)
 
@@ -114,7 +114,7 @@ def fit(cfg: Config, data: TrainingData, member: Member, *, dist: Dist, resume: 
         on_step: Callable[[int], None] | None = None, log: Callable[[str], None] = print) -> FitResult:
     """Train one model on member.train, keep the weights of the best member.val epoch.
 
-    Writes member.out_dir / checkpoint.pt (every epoch and on interruption) and history.csv
+    Writes member.out / checkpoint.pt (every epoch and on interruption) and history.csv
     (rank 0 only). resume: continue from the checkpoint there (a finished one is just read).
     on_step(step) runs after every optimizer step. Raises Interrupted on Ctrl-C / SIGTERM.
     """
@@ -128,11 +128,11 @@ class _Trainer:
         self.cfg, self.data, self.member, self.dist, self.log = cfg, data, member, dist, log
         self.task = TASKS[cfg.task.type]
         self.metric = early_stop_metric(cfg)
-        self.path = member.out_dir / CHECKPOINT
+        self.path = member.out / CHECKPOINT
         self.spec = model_spec(cfg, len(data.outputs))
         self.scored = len(data.classes)  # validation scores the classes, not the auxiliary outputs
         eventless = data.classes.index(cfg.data.negative) if cfg.data.positive else None
-        self.pipeline: Pipeline = build_pipeline(cfg.augment, cfg.features, clip_seconds=cfg.data.clip_seconds,
+        self.pipeline: Pipeline = build_pipeline(cfg.augment, cfg.features, clip_s=cfg.data.clip_s,
                                                  device=dist.device, eventless=eventless)
         self.train_set = ClipSet(data, member.train)
         self.batch = max(1, cfg.train.batch_size // dist.world)
@@ -303,12 +303,12 @@ class _Trainer:
             "best": self.best, "best_model": self.best_state, "best_metrics": self.best_metrics,
             "bad_epochs": self.bad_epochs, "history": self.history, "done": self.done,
         }
-        self.member.out_dir.mkdir(parents=True, exist_ok=True)
+        self.member.out.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".pt.partial")
         torch.save(state, partial)
         partial.replace(self.path)  # atomic: an interruption mid-write never leaves a broken checkpoint
         if self.history:
-            pd.DataFrame(self.history).to_csv(self.member.out_dir / HISTORY, index=False)
+            pd.DataFrame(self.history).to_csv(self.member.out / HISTORY, index=False)
 
     def _restore(self) -> None:
         try:

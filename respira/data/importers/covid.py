@@ -89,7 +89,7 @@ def import_covid19_cough_uncut(
     *,
     background: int = 0,
     background_s: float = 4.0,
-    ignore_around: float = 10.0,
+    ignore_around_s: float = 10.0,
     sides: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """covid19-cough whole calls: as covid19-cough plus "start_at" / "end_at" (s) of the one annotated
@@ -98,7 +98,7 @@ def import_covid19_cough_uncut(
 
     `background` > 0 adds up to that many rows per call of label `background` (phone speech, line
     noise, silence: hard negatives for a cough detector), each `background_s` long, spread evenly
-    over the parts of the call more than `ignore_around` s from the annotated cough (unannotated
+    over the parts of the call more than `ignore_around_s` seconds from the annotated cough (unannotated
     coughs cluster around it). Reads each call's header for its duration.
 
     `sides` (a folder) splits each call into its two sides, mono 16-bit FLAC at the call's rate:
@@ -137,12 +137,12 @@ def import_covid19_cough_uncut(
     for event in events:
         records.append(event)
         if background > 0 and event["label"] == "cough":
-            records += _background_rows(event, count=background, length=background_s, margin=ignore_around)
+            records += _background_rows(event, count=background, length=background_s, margin=ignore_around_s)
     return from_records(keep_existing(records, "covid19-cough-uncut"))
 
 
-def caller_channel(y: np.ndarray, *, sr: int, start_s: float, end_s: float) -> int:
-    """Index of the caller's channel of a phone call `y` [channels, samples] at `sr` Hz whose annotated
+def caller_channel(y: np.ndarray, *, sample_rate: int, start_s: float, end_s: float) -> int:
+    """Index of the caller's channel of a phone call `y` [channels, samples] at `sample_rate` Hz whose annotated
     cough spans `start_s`..`end_s` s: the channel whose 10-ms frame levels inside the annotation rise
     most above that channel's own loud level (the 90th percentile of its frame levels over the whole
     call), as the sum of those rises in dB over the frames (ties, e.g. no frame above: the
@@ -152,11 +152,11 @@ def caller_channel(y: np.ndarray, *, sr: int, start_s: float, end_s: float) -> i
     picks a click of the other line inside a long annotated bout; the summed rise weighs how long
     and how far each channel stands out. DataError when the annotation holds no whole frame.
     """
-    frame = max(1, round(_FRAME_S * sr))
+    frame = max(1, round(_FRAME_S * sample_rate))
     frames = y.shape[1] // frame
-    first, stop = int(start_s * sr) // frame, min(int(np.ceil(end_s * sr / frame)), frames)
+    first, stop = int(start_s * sample_rate) // frame, min(int(np.ceil(end_s * sample_rate / frame)), frames)
     if first >= stop:
-        raise DataError(f"annotation {start_s}..{end_s} s lies outside the audio (0..{y.shape[1] / sr:.2f} s)")
+        raise DataError(f"annotation {start_s}..{end_s} s lies outside the audio (0..{y.shape[1] / sample_rate:.2f} s)")
     power = np.square(y[:, : frames * frame], dtype=np.float64).reshape(len(y), frames, frame).mean(axis=2)
     level = 10 * np.log10(power + _POWER_FLOOR)
     rise = level[:, first:stop] - np.percentile(level, 90, axis=1)[:, None]
@@ -219,7 +219,7 @@ def _sides(event: dict) -> tuple[dict[str, np.ndarray], int]:
         return {"caller": y[0]}, sr
     if len(y) != 2:
         raise DataError(f"{len(y)} channels, expected 2 (caller and operator)")
-    caller = caller_channel(y, sr=sr, start_s=event["start"], end_s=event["end"])
+    caller = caller_channel(y, sample_rate=sr, start_s=event["start"], end_s=event["end"])
     return {"caller": y[caller], "operator": y[1 - caller]}, sr
 
 

@@ -95,7 +95,7 @@ def _train(cfg: Config, run_dir: Path, dist: Dist, *, resume: bool, command: str
     meta = BundleMeta(
         task=cfg.task.type, classes=data.classes, positive=cfg.data.positive,
         features=cfg.features.to_dict(), model=spec,
-        clip_seconds=cfg.data.clip_seconds, pooling=cfg.data.pooling, thresholds={"decision": 0.5},
+        clip_s=cfg.data.clip_s, pooling=cfg.data.pooling, thresholds={"decision": 0.5},
     )
     if meta.positive is not None and len(data.rows("val")):
         decision = tune_threshold(models, meta, data, device=dist.device)
@@ -103,7 +103,7 @@ def _train(cfg: Config, run_dir: Path, dist: Dist, *, resume: bool, command: str
         log(f"decision threshold {decision:.3f} (best balanced accuracy on val)")
     metrics = {}
     if len(data.rows("test")):
-        metrics = evaluate_test(models, meta, data, out_dir=run_dir / "eval", seed=cfg.train.seed, device=dist.device)
+        metrics = evaluate_test(models, meta, data, out=run_dir / "eval", seed=cfg.train.seed, device=dist.device)
     provenance = {
         "data": summary,
         "config": cfg.to_dict(),
@@ -128,7 +128,7 @@ def plan_members(cfg: Config, data: TrainingData, run_dir: Path) -> list[Member]
         n = int(cfg.train.ensemble)
         train, val = data.rows("train"), data.rows("val")
         return [Member(name=f"member{i + 1}" if n > 1 else "", seed=seed + i, train=train, val=val,
-                       out_dir=run_dir / f"member{i + 1}" if n > 1 else run_dir) for i in range(n)]
+                       out=run_dir / f"member{i + 1}" if n > 1 else run_dir) for i in range(n)]
     auxiliary = data.auxiliary_rows()
     pool = np.flatnonzero((data.table["split"].to_numpy() != "test") & ~auxiliary)
     stratify = None if TASKS[cfg.task.type].values else "task_label"
@@ -138,7 +138,7 @@ def plan_members(cfg: Config, data: TrainingData, run_dir: Path) -> list[Member]
     for k, (tr, va) in enumerate(folds):
         extra = np.flatnonzero(auxiliary & ~np.isin(subjects, subjects[pool[va]]))  # never a validation subject
         members.append(Member(name=f"fold{k + 1}", seed=seed + k, train=np.sort(np.concatenate([pool[tr], extra])),
-                              val=pool[va], out_dir=run_dir / f"fold{k + 1}"))
+                              val=pool[va], out=run_dir / f"fold{k + 1}"))
     return members
 
 
@@ -201,10 +201,10 @@ def tune_threshold(models: list[nn.Module], meta: BundleMeta, data: TrainingData
     return float((lo + candidates[last]) / 2)
 
 
-def evaluate_test(models: list[nn.Module], meta: BundleMeta, data: TrainingData, *, out_dir: Path, seed: int,
+def evaluate_test(models: list[nn.Module], meta: BundleMeta, data: TrainingData, *, out: Path, seed: int,
                   device: torch.device | str = "cpu") -> dict:
     """Score the test clips through `respira.inference` (the path predictions take) and write
-    out_dir/metrics.json, report.md and figures; returns the metrics. The rows keep their
+    out/metrics.json, report.md and figures; returns the metrics. The rows keep their
     `subject`, so the intervals resample test subjects (rows where none is named)."""
     from respira.evaluate import Predictions, evaluate_predictions
     from respira.inference import Model
@@ -213,7 +213,7 @@ def evaluate_test(models: list[nn.Module], meta: BundleMeta, data: TrainingData,
     output = Model(models, meta, name="test", device=device).predict_proba([data.waves[i] for i in rows])
     manifest = data.table.iloc[rows].drop(columns=["task_label"]).reset_index(drop=True)
     pred = Predictions.of(meta, manifest=manifest, outputs=output, targets=TASKS[meta.task].truth(data.targets[rows]))
-    return evaluate_predictions(pred, out_dir=out_dir, model_name=meta.model["name"], seed=seed)
+    return evaluate_predictions(pred, out=out, model_name=meta.model["name"], seed=seed)
 
 
 def _holds_run(run_dir: Path) -> bool:

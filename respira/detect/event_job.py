@@ -1,5 +1,5 @@
 """`evaluate_events` as a job: a detect run's events file and an annotated manifest in,
-metrics.json, curve.png and (optionally) review sheets out. See `respira.detect.evaluate`
+metrics.json, curve.png and (optionally) review sheets out. See `respira.detect.event_metrics`
 for what is counted."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pandas as pd
 
 from respira.audio import read_infos
 from respira.data.manifest import read_manifest
-from respira.detect.evaluate import event_metrics, match_detections, write_event_metrics
+from respira.detect.event_metrics import event_metrics, match_detections, write_event_metrics
 from respira.detect.events import EVENT_COLUMNS, read_events_csv
 from respira.detect.review import write_review
 from respira.errors import DataError
@@ -38,7 +38,7 @@ def evaluate_events(
     `threshold` wins). group_by: a manifest column to break the counts down by (default: side,
     when the manifest has it). Writes OUT/metrics.json and OUT/curve.png, and with `review` N the
     spectrograms of the N highest-scoring false alarms and N missed events (OUT/review/index.html).
-    Returns the metrics (`respira.detect.evaluate.evaluate_events`) with detections_file and,
+    Returns the metrics (`respira.detect.event_metrics.evaluate_events`) with detections_file and,
     with `review`, review_page.
     """
     events = Path(events)
@@ -60,7 +60,7 @@ def evaluate_events(
     metrics["detections_file"] = str(source)
     write_event_metrics(metrics, out)
     if review:
-        page = write_review(matched, durations=durations, out_dir=Path(out) / "review", threshold=metrics["threshold"],
+        page = write_review(matched, durations=durations, out=Path(out) / "review", threshold=metrics["threshold"],
                             top=review)
         metrics["review_page"] = str(page)
     return metrics

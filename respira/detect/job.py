@@ -34,7 +34,7 @@ from respira.detect.config import DetectConfig, detect_config
 from respira.detect.events import Event, write_audacity, write_events_csv, write_events_json, write_raven
 from respira.detect.pipeline import Scorer, check_scorer, detect_file
 from respira.detect.state import FileResult
-from respira.detect.report import night_report_html, summary, timeline_png
+from respira.detect.night_report import night_report_html, summary, timeline_png
 from respira.errors import ConfigError, RespiraError
 
 
@@ -45,7 +45,7 @@ class RunResult:
     results: list[FileResult]
     failures: list[Failure]
     summary: dict
-    out_dir: Path
+    out: Path
     cfg: DetectConfig
 
     @property
@@ -98,7 +98,7 @@ def run_detect(
     files: Sequence[str],
     scorer: Scorer,
     cfg: DetectConfig,
-    out_dir: str | os.PathLike,
+    out: str | os.PathLike,
     *,
     model: str,
     resume: bool = True,
@@ -107,7 +107,7 @@ def run_detect(
     cluster: Cluster | None = None,
     device: str = "cpu",
 ) -> RunResult:
-    """Detect in every file, then write every output to `out_dir` (see the module docstring).
+    """Detect in every file, then write every output to `out` (see the module docstring).
 
     model: the model's name as given (recorded in the outputs) and part of the resume
     identity together with the bundle's file when `model` names one. A file that cannot be
@@ -115,7 +115,7 @@ def run_detect(
     recorded with them in params.json. cluster: run the files there, each worker loading
     `model` on `device` (else here, with `scorer`).
     """
-    out = Path(out_dir)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if cluster is None:
         work = functools.partial(_one, scorer=scorer, cfg=cfg, progress_dir=out / "progress", model=model,
@@ -128,7 +128,7 @@ def run_detect(
     failures = list(skipped) + [o for o in outcomes if isinstance(o, Failure)]
     info = summary(results, model=model, cfg=cfg)
     params = {"inputs": list(files), "model": model, "threshold": cfg.threshold, "sample_rate": int(scorer.sample_rate),
-              "window_s": float(cfg.window_s or scorer.clip_seconds), "resume": resume, "settings": cfg.to_dict(),
+              "window_s": float(cfg.window_s or scorer.clip_s), "resume": resume, "settings": cfg.to_dict(),
               "failed": [{"file": f.file, "error": f.reason} for f in failures]}
     write_night(results, out, info=info, params=params)
     return RunResult(results, failures, info, out, cfg)
@@ -257,7 +257,7 @@ def _key(file: str, scorer: Scorer, cfg: DetectConfig, *, model: str) -> str:
     """`{stem}-{hash}`: the file (resolved path, size, mtime), the model and the segmentation settings."""
     st = Path(file).stat()
     identity = [str(Path(file).resolve()), st.st_size, st.st_mtime_ns, _model_id(model), int(scorer.sample_rate),
-                float(scorer.clip_seconds), list(scorer.classes), cfg.segmentation()]
+                float(scorer.clip_s), list(scorer.classes), cfg.segmentation()]
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return f"{Path(file).stem}-{digest}"
 

@@ -100,11 +100,11 @@ def timeline_png(result: FileResult, path: str | os.PathLike) -> Path:
     return path
 
 
-def night_report_html(summary: dict, results: Sequence[FileResult], out_dir: str | os.PathLike) -> Path:
+def night_report_html(summary: dict, results: Sequence[FileResult], out: str | os.PathLike) -> Path:
     """Write OUT/report.html: totals, per-file counts per hour, each file's timeline (embedded
     PNG) and a table of events. Self-contained: no external files or scripts."""
-    out = Path(out_dir) / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    page = Path(out) / "report.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
     e = html.escape
     totals = [("coughs", summary["coughs"]), ("bouts", summary["bouts"]), ("coughs per hour", summary["coughs_per_hour"]),
               ("hours analysed", summary["hours_analysed"]), ("hours active", summary["hours_active"]),
@@ -126,9 +126,9 @@ def night_report_html(summary: dict, results: Sequence[FileResult], out_dir: str
         parts.append(f"<p>First {_MAX_EVENT_ROWS} of {len(events)} events; all are in events.csv.</p>")
     style = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}img{max-width:100%}")
-    out.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>respira night report</title>"
+    page.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>respira night report</title>"
                    f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n", encoding="utf-8")
-    return out
+    return page
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:

@@ -270,9 +270,9 @@ def event_metrics(
     }
 
 
-def write_event_metrics(metrics: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+def write_event_metrics(metrics: dict, out: str | os.PathLike) -> tuple[Path, Path]:
     """Write OUT/metrics.json and OUT/curve.png (sensitivity against false alarms per hour)."""
-    out = Path(out_dir)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
     return out / "metrics.json", curve_png(metrics, out / "curve.png")

@@ -22,13 +22,13 @@ from respira.tasks import POOLINGS, TASK_NAMES, TASKS
 if TYPE_CHECKING:
     from torch import nn
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: clip_s (1 said clip_seconds, still read)
 """The bundle layout this package writes; it reads this version and older ones."""
 
 SUFFIX = ".respira"
 BUILTIN_DIR = Path(__file__).resolve().parent / "assets" / "models"
 SIDECAR_FORMAT = "respira-onnx"
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2  # 2: the raw-audio graph (input "audio"), clip_s
 """The JSON sidecar beside an exported ONNX file (see respira.export) carries the bundle metadata."""
 _META_KEY = "respira"
 _MEMBERS_KEY = "members"

@@ -284,6 +284,9 @@ class Model:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{path}: not a loadable ONNX model: {e}") from None
+        if [i.name for i in session.get_inputs()] == ["audio"]:
+            raise ModelError(f"{path} takes raw audio (the default of respira export): run it with onnxruntime as "
+                             "docs/onnx.md shows; respira runs feature-input exports (respira export MODEL --input features)")
         model = cls.__new__(cls)
         model._setup(meta, name or path.stem, _OnnxRunner(session), torch.device("cpu"))
         model._ensemble = None

@@ -165,6 +165,11 @@ def test_sidecar_names_the_input(tiny, builtins):
     assert builtins["cough"].stat().st_size < 3e6 and builtins["vocal"].stat().st_size < 6e6  # a few MB
 
 
+def test_respira_refuses_to_run_a_raw_audio_export_as_a_feature_graph(tiny):
+    with pytest.raises(ModelError, match="takes raw audio .*--input features"):
+        load_model(tiny["binary-mean-pair"][1], backend="onnx")
+
+
 def test_plain_onnxruntime_agrees_with_respira_predict(tiny, tmp_path, capsys):
     bundle, path = tiny["binary-mean-pair"]
     rng = np.random.default_rng(3)

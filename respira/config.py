@@ -274,9 +274,24 @@ def _check(cfg: Config) -> None:
     ]
     for i, source in enumerate(data.sources):
         rules.append((bool(source.format), f"data.sources[{i}].format: must not be empty"))
+        rules.append(_importer_problem(source, f"data.sources[{i}]"))
     for ok, message in rules:
         if not ok:
             raise ConfigError(message)
+
+
+def _importer_problem(source: SourceConfig, key: str) -> tuple[bool, str]:
+    """(whether the importer of `source` takes its format and options, the error naming `key`)."""
+    from respira.data.importers import importer_options
+    from respira.errors import DataError
+
+    if source.format in ("manifest", ""):
+        return True, ""
+    try:
+        importer_options(source.format, source.options)
+    except DataError as e:
+        return False, f"{key}: {e}"
+    return True, ""
 
 
 def _plain(value: Any) -> Any:

@@ -5,9 +5,9 @@ and list files (they decode audio only where an option asks, e.g. `sides` of cov
 and report skipped rows as `DataWarning`.
 """
 
-from respira.data.importers.registry import IMPORTERS, import_dataset, register
+from respira.data.importers.registry import IMPORTERS, import_dataset, importer_options, register
 
 # Importing a module registers its importers.
 from respira.data.importers import covid, generic, lung, vocal  # noqa: F401,E402
 
-__all__ = ["IMPORTERS", "import_dataset", "register"]
+__all__ = ["IMPORTERS", "import_dataset", "importer_options", "register"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -38,23 +38,31 @@ def import_dataset(fmt: str, src: str | os.PathLike, **opts: object) -> pd.DataF
     Importer warnings (skipped rows, missing files) are issued as `DataWarning`. Option values
     given as strings (from the command line) are converted to the option's type (bool, int).
     """
+    src = Path(src).expanduser()
+    params = importer_options(fmt)
+    if not src.exists():
+        raise DataError(f"{fmt}: source not found: {src}")
+    return IMPORTERS[fmt](src, **_coerce_options(fmt, params, opts))
+
+
+def importer_options(fmt: str, options: Iterable[str] = ()) -> dict[str, inspect.Parameter]:
+    """The keyword options of importer `fmt`; DataError for an unknown format or any of `options`
+    (names as given, "-" or "_") that it does not take."""
     fn = IMPORTERS.get(fmt)
     if fn is None:
         raise DataError(f"unknown data set format {fmt!r}; known formats: {', '.join(sorted(IMPORTERS))}")
-    src = Path(src).expanduser()
-    if not src.exists():
-        raise DataError(f"{fmt}: source not found: {src}")
-    return fn(src, **_coerce_options(fmt, fn, opts))
-
-
-def _coerce_options(fmt: str, fn: Importer, opts: dict[str, object]) -> dict[str, object]:
     params = {name: p for name, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    for key in options:
+        if key.replace("-", "_") not in params:
+            raise DataError(f"{fmt}: unknown option {key!r} (options: {', '.join(params) or 'none'})")
+    return params
+
+
+def _coerce_options(fmt: str, params: dict[str, inspect.Parameter], opts: dict[str, object]) -> dict[str, object]:
+    importer_options(fmt, opts)
     out: dict[str, object] = {}
     for key, value in opts.items():
         name = key.replace("-", "_")
-        if name not in params:
-            known = ", ".join(params) or "none"
-            raise DataError(f"{fmt}: unknown option {key!r} (options: {known})")
         default = params[name].default
         if isinstance(value, str) and isinstance(default, bool):
             value = _parse_bool(fmt, key, value)

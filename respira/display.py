@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from respira.audio import AudioInfo, Failure
     from respira.detect.events import Event
     from respira.store import Session
@@ -32,6 +34,19 @@ def progress(total: int, *, description: str, enabled: bool = True) -> Iterator[
     task = bar.add_task(description, total=total)
     with bar:
         yield lambda n=1: bar.advance(task, n)
+
+
+def manifest_table(df: pd.DataFrame, *, splits: Sequence[str], rows: int) -> Table:
+    """Rows per label (lines) and split (columns, in the order of `splits`; empty split: unassigned), with totals."""
+    counts = df.assign(split=df["split"].replace("", "unassigned")).pivot_table(
+        index="label", columns="split", values="path", aggfunc="count", fill_value=0
+    )[list(splits)]
+    table = Table("label", *(Column(str(s), justify="right") for s in counts.columns), Column("total", justify="right"),
+                  title=f"{rows} rows")
+    for label, row in counts.iterrows():
+        table.add_row(str(label), *(str(int(v)) for v in row), str(int(row.sum())))
+    table.add_row("total", *(str(int(v)) for v in counts.sum()), str(rows), style="bold")
+    return table
 
 
 def events_table(events: Sequence[Event], *, limit: int = 20) -> Table:

@@ -99,21 +99,9 @@ def summary_cmd(
 
 
 def _print_summary(df, summary: dict) -> None:
-    from rich.table import Table
+    from respira.display import manifest_table
 
-    counts = df.assign(split=df["split"].replace("", "unassigned")).pivot_table(
-        index="label", columns="split", values="path", aggfunc="count", fill_value=0
-    )
-    counts = counts[list(summary["splits"])]  # train, val, test, others
-    table = Table(title=f"{summary['rows']} rows")
-    table.add_column("label")
-    for split in counts.columns:
-        table.add_column(str(split), justify="right")
-    table.add_column("total", justify="right")
-    for label, row in counts.iterrows():
-        table.add_row(str(label), *(str(int(v)) for v in row), str(int(row.sum())))
-    table.add_row("total", *(str(int(v)) for v in counts.sum()), str(summary["rows"]), style="bold")
-    console.print(table)
+    console.print(manifest_table(df, splits=list(summary["splits"]), rows=summary["rows"]))
     duration = summary["duration_s"]
     hours = "unknown (--no-audio)" if duration is None else f"{duration:.1f} s ({duration / 3600:.2f} h)"
     console.print(

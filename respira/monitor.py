@@ -1,10 +1,11 @@
 """Monitoring: live or batch audio -> events committed to SQLite (`respira.store`) the moment they are final.
 
 `monitor` is the job (`respira.monitor(...)`, `respira monitor`): it opens a `respira.sources.Source`,
-starts a session and runs `monitor_stream`, which feeds the blocks to a `StreamDetector`, stores
-each event it releases (with an optional WAV snippet: no raw audio is kept otherwise) and the
-progress after every block, and closes the session. `session_report` turns a stored session into
-the night report, written as `respira detect` writes its own.
+starts a session and runs `monitor_stream`, which feeds the blocks to a `SessionWriter`: a
+`StreamDetector` whose events are stored the moment it releases them (with an optional WAV snippet:
+no raw audio is kept otherwise), the progress after every block, and the session closed at the end.
+The server's live page pushes its blocks into a `SessionWriter` too. `session_report` turns a stored
+session into the night report, written as `respira detect` writes its own.
 """
 
 from __future__ import annotations
@@ -137,51 +138,80 @@ def monitor_stream(
     stop: threading.Event | None = None,
     on_event: OnEvent | None = None,
 ) -> MonitorResult:
-    """Detect in `blocks` (mono float32 at scorer.sample_rate, in order) and store into `session`.
-
-    Each event is inserted and committed as soon as the detector releases it, then passed to
-    `on_event(event, wall_time)`; the progress (seconds analysed, seconds active so far) is
-    updated after every block. `live`: the blocks are real-time audio, so events get a
-    wall_time (the session start + their start). `stop` set: no further block is read. At the
-    end the detector flushes its last events and the session is closed (`finished`; on an
-    error from the blocks it is closed as `interrupted` and the error propagates).
+    """Detect in `blocks` (mono float32 at scorer.sample_rate, in order) and store into `session`
+    with a `SessionWriter`. `stop` set: no further block is read. At the end the session is closed
+    (`finished`; on an error from the blocks it is closed as `interrupted` and the error propagates).
     """
-    detector = StreamDetector(scorer, cfg.detect, file=session.source)
-    sr = detector.sample_rate
-    recent = _History(seconds=cfg.history_s + cfg.detect.block_s, sr=sr) if cfg.keep_snippets else None
-    origin = datetime.fromisoformat(session.started_at) if live else None
-    found: list[Event] = []
-
-    def record(events: Iterable[Event]) -> None:
-        for e in events:
-            wall = (origin + timedelta(seconds=e.start)).isoformat(timespec="milliseconds") if origin else None
-            snippet = recent.wav(e.start - cfg.snippet_pad_s, e.end + cfg.snippet_pad_s) if recent else None
-            store.add_event(con, session.id, e, wall_time=wall, snippet=snippet)
-            found.append(e)
-            if on_event is not None:
-                on_event(e, wall)
-
+    writer = SessionWriter(scorer, con, session, cfg, live=live, on_event=on_event)
     stopped = False
     try:
         for block in blocks:
             if stop is not None and stop.is_set():
                 stopped = True
                 break
-            block = np.asarray(block, dtype=np.float32)
-            if recent is not None:
-                recent.add(block)
-            record(detector.feed(block))
-            store.update_progress(con, session.id, seconds_analysed=detector.state.samples / sr,
-                                  seconds_active=detector.active_s)
+            writer.feed(block)
         stopped = stopped or (stop is not None and stop.is_set())
     except BaseException:
-        store.end_session(con, session.id, seconds_analysed=detector.state.samples / sr,
-                          seconds_active=detector.active_s, status="interrupted")
+        writer.abort()
         raise
-    result = detector.finish()
-    record(result.events[detector.released:])
-    closed = store.end_session(con, session.id, seconds_analysed=result.duration_s, seconds_active=result.active_s)
-    return MonitorResult(closed, found, stopped)
+    return MonitorResult(writer.close(), writer.events, stopped)
+
+
+class SessionWriter:
+    """A session's detector and store, fed block by block (`monitor_stream` pulls the blocks; the
+    server's live page pushes them).
+
+    `feed` inserts and commits each event as soon as the detector releases it, then passes it to
+    `on_event(event, wall_time)`, and updates the progress (seconds analysed, seconds active).
+    `live`: the blocks are real-time audio, so events get a wall_time (the session start + their
+    start). `close` flushes the last events and ends the session; `abort` ends it without a flush.
+    `events`: every event stored so far, in time order.
+    """
+
+    def __init__(self, scorer: Scorer, con: sqlite3.Connection, session: store.Session,
+                 cfg: MonitorConfig = MonitorConfig(), *, live: bool = True, on_event: OnEvent | None = None) -> None:
+        self.detector = StreamDetector(scorer, cfg.detect, file=session.source)
+        self.con, self.session, self.cfg, self.on_event = con, session, cfg, on_event
+        sr = self.detector.sample_rate
+        self._recent = _History(seconds=cfg.history_s + cfg.detect.block_s, sr=sr) if cfg.keep_snippets else None
+        self._origin = datetime.fromisoformat(session.started_at) if live else None
+        self.events: list[Event] = []
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of audio fed so far."""
+        return self.detector.state.samples / self.detector.sample_rate
+
+    def feed(self, block: np.ndarray) -> None:
+        """Detect in the next block (mono float32 at the scorer's rate) and store what it makes final."""
+        block = np.asarray(block, dtype=np.float32)
+        if self._recent is not None:
+            self._recent.add(block)
+        self._record(self.detector.feed(block))
+        store.update_progress(self.con, self.session.id, seconds_analysed=self.seconds,
+                              seconds_active=self.detector.active_s)
+
+    def close(self, status: str = "finished") -> store.Session:
+        """Flush the detector's last events and end the session with `status`; the closed session."""
+        result = self.detector.finish()
+        self._record(result.events[self.detector.released:])
+        return store.end_session(self.con, self.session.id, seconds_analysed=result.duration_s,
+                                 seconds_active=result.active_s, status=status)
+
+    def abort(self) -> store.Session:
+        """End the session as `interrupted` with what was stored (after a failure of the input)."""
+        return store.end_session(self.con, self.session.id, seconds_analysed=self.seconds,
+                                 seconds_active=self.detector.active_s, status="interrupted")
+
+    def _record(self, events: Iterable[Event]) -> None:
+        pad, origin = self.cfg.snippet_pad_s, self._origin
+        for e in events:
+            wall = (origin + timedelta(seconds=e.start)).isoformat(timespec="milliseconds") if origin else None
+            snippet = self._recent.wav(e.start - pad, e.end + pad) if self._recent else None
+            store.add_event(self.con, self.session.id, e, wall_time=wall, snippet=snippet)
+            self.events.append(e)
+            if self.on_event is not None:
+                self.on_event(e, wall)
 
 
 # ----------------------------------------------------------------------------- reports

@@ -27,9 +27,11 @@ def serve_command(
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback host without a token."),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP + " Used by /detect."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    db: Path = typer.Option(Path("respira.sqlite"), "--db",
+                            help="SQLite database of the live page's sessions (as respira monitor --db)."),
 ) -> None:
-    """Serve the web page (record or upload audio) and the HTTP API (/api/v1, docs at /docs).
-    /detect answers with the detector settings it used."""
+    """Serve the web page (record or upload audio), the live night monitor at /live and the HTTP
+    API (/api/v1, docs at /docs). /detect answers with the detector settings it used."""
     if not insecure and not token and not is_loopback(host):
         raise ConfigError(
             f"refusing to serve on {host} without a token: anyone who can reach it could use the API. "
@@ -41,12 +43,12 @@ def serve_command(
     from respira.server import ServerSettings, create_app
 
     settings = ServerSettings(models=tuple(model), host=host, port=port, token=token, max_upload_mb=max_upload_mb,
-                              workers=workers, detect=detect_settings(config, set_))
+                              workers=workers, detect=detect_settings(config, set_), db=str(db))
     application = create_app(settings)
     shown = f"[{host}]" if ":" in host else host
     err_console.print(f"respira: serving {', '.join(application.state.models)} at http://{shown}:{port} "
-                      f"(page at /, API docs at /docs{', token required' if settings.token else ''}); Ctrl+C stops",
-                      markup=False, highlight=False)
+                      f"(page at /, live monitor at /live, API docs at /docs"
+                      f"{', token required' if settings.token else ''}); Ctrl+C stops", markup=False, highlight=False)
     uvicorn.run(application, host=host, port=port, log_level="info")
 
 

@@ -1,4 +1,4 @@
-"""The FastAPI app: /health, the versioned API under /api/v1, and the page at /.
+"""The FastAPI app: /health, the versioned API under /api/v1, the page at /, the night monitor at /live.
 
 Every refusal is JSON ``{"error": "..."}`` with its status: 400 no audio or a bad request,
 401 a missing or wrong token, 404 an unknown model or path, 413 an upload over the size
@@ -27,6 +27,7 @@ from respira.errors import ModelError
 from respira.inference import Model
 from respira.server import jobs
 from respira.server.api_errors import ApiError, add_error_handlers, token_check
+from respira.server.live import PATH as LIVE_PATH, live_router
 from respira.server.models import load_models, model_info
 from respira.server.schemas import Detection, ErrorBody, Health, ModelInfo, Prediction
 from respira.server.settings import ServerSettings
@@ -82,7 +83,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="respira", version=__version__, lifespan=lifespan,
                   description="Classify coughs and other respiratory sounds in audio clips, and count "
-                              "coughs in long recordings.")
+                              "coughs in long recordings. The live night monitor at /live streams the "
+                              f"microphone to the WebSocket {LIVE_PATH} and stores each cough in the "
+                              "server's SQLite database (the protocol: docs/monitor.md).")
     app.state.settings, app.state.models = settings, models
     add_error_handlers(app)
 
@@ -145,6 +148,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                                       settings=asked)
 
     app.include_router(api)
+    app.include_router(live_router(settings, models, page=STATIC_DIR / "live.html", headers=PAGE_HEADERS))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

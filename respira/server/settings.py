@@ -25,7 +25,9 @@ class ServerSettings:
     at once (threads); max_queue: requests allowed to wait for a worker before 503 (their
     uploads sit in memory). host/port: where `respira serve` binds. detect: the detector's
     settings for /detect (DetectConfig keys over each model's decision threshold; a request's
-    `threshold` wins), as `respira.detect.config.detect_settings` reads them from --config/--set.
+    `threshold` wins), as `respira.detect.config.detect_settings` reads them from --config/--set;
+    the live page's sessions use them too. db: the SQLite database of the live page's sessions
+    (`respira.store`, as `respira monitor --db`; created on the first session).
     """
 
     models: tuple[str, ...] = ("cough",)
@@ -38,6 +40,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     detect: Mapping[str, Any] = field(default_factory=dict)
+    db: str = "respira.sqlite"
 
     def __post_init__(self) -> None:
         from respira.detect.config import DetectConfig
@@ -45,6 +48,7 @@ class ServerSettings:
 
         build(DetectConfig, self.detect, prefix="detect")  # ConfigError now for a bad setting
         object.__setattr__(self, "models", tuple(str(m) for m in self.models))
+        object.__setattr__(self, "db", str(self.db))
         token = os.environ.get(TOKEN_ENV) if self.token is None else self.token
         object.__setattr__(self, "token", token or None)
         rules = [

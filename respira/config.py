@@ -102,7 +102,10 @@ class AugmentConfig(Bounded, key="augment"):
     this probability per clip, add another clip of the batch from the eventless class (the negative
     of a derived binary task: speech, room noise) at a random SNR in background_snr_db (clip power
     over background power); labels are unchanged, since the added clip holds no event. balance:
-    "sampler" (class-balanced sampling), "loss" (class-weighted loss) or "none".
+    "sampler" (class-balanced sampling), "loss" (class-weighted loss) or "none". pad: what fills
+    the rest of the window around a clip shorter than it in training: "zeros" (digital silence,
+    as at inference), "noise" (white noise) or "background" (a stretch of an eventless clip of the
+    batch; needs a derived binary task), both at the clip's own floor level +-6 dB.
     """
 
     shift: bool = True
@@ -122,6 +125,7 @@ class AugmentConfig(Bounded, key="augment"):
     background_p: float = bounded(0.0, ge=0.0, le=1.0)
     background_snr_db: tuple[float, float] = (0.0, 20.0)
     balance: Literal["sampler", "loss", "none"] = "sampler"
+    pad: Literal["zeros", "noise", "background"] = "zeros"
 
 
 @dataclass(frozen=True)
@@ -197,11 +201,29 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:
     """A checked Config from plain values (as YAML gives them); relative paths become absolute."""
-    if isinstance(raw.get("data"), Mapping) and "clip_seconds" in raw["data"]:  # configs written before the rename
-        raise ConfigError("data.clip_seconds was renamed data.clip_s")
-    cfg = build(Config, raw, prefix="")
+    cfg = build(Config, _renamed(raw), prefix="")
     _check(cfg)
     return cfg
+
+
+_RENAMED_OPTIONS = {"ignore_around": "ignore_around_s"}
+"""Importer options of configs written before seconds ended in _s (old names -> new)."""
+
+
+def _renamed(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`raw` with the keys of configs written before seconds ended in _s (data.clip_seconds, the
+    ignore_around importer option) under their names, so that older bundles' provenance still loads."""
+    data = raw.get("data")
+    if not isinstance(data, Mapping):
+        return raw
+    data = {("clip_s" if k == "clip_seconds" else k): v for k, v in data.items()}
+    if isinstance(data.get("sources"), list):
+        data["sources"] = [
+            {**src, "options": {_RENAMED_OPTIONS.get(k, k): v for k, v in src["options"].items()}}
+            if isinstance(src, Mapping) and isinstance(src.get("options"), Mapping) else src
+            for src in data["sources"]
+        ]
+    return {**raw, "data": data}
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

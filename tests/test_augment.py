@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from respira.config import AugmentConfig
+from respira.errors import ConfigError
 from respira.features import FeatureConfig, features
 from respira.train.augment import Pipeline, build_pipeline, class_weights, sample_weights
 
@@ -203,3 +204,80 @@ def test_background_adds_an_eventless_clip_of_the_batch_at_the_drawn_snr() -> No
     assert (spectrum.argmax(dim=1) == 3000).all()  # what was added is the eventless clip (1-s clips: bin = Hz)
     assert torch.equal(labels, y)
     assert "background" not in [s.name for s in build_pipeline(AugmentConfig(background_p=1.0), FEATS, clip_s=1.0).steps]
+
+
+# --- pad: what fills the window around a short clip in training ----------------------------------
+
+LOUDEST = dict(crop="loudest", gain_db=0.0, noise_p=0.0, spec_time_masks=0, spec_freq_masks=0, mixup_p=0.0)
+Y_EVENT_THEN_EVENTLESS = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # column 0 = the eventless class
+
+
+def short_cough(seed: int = 0) -> np.ndarray:
+    """0.5 s: a floor of white noise at -60 dBFS RMS with a 0.1-s burst in the middle."""
+    clip = np.random.default_rng(seed).standard_normal(SR // 2).astype(np.float32) * 1e-3
+    clip[3000:4600] += tone(300, 0.1, amp=0.5)
+    return clip
+
+
+def windows_before_features(aug: AugmentConfig, clips: list[np.ndarray], y: torch.Tensor, seed: int) -> torch.Tensor:
+    p = build_pipeline(aug, FEATS, clip_s=1.0, eventless=0)
+    x, rng = list(clips), np.random.default_rng(seed)
+    for s in p.steps[: [s.name for s in p.steps].index("fit") + 1]:
+        x, y = s.fn(x, y, rng)
+    return x
+
+
+def test_pad_zeros_is_todays_pipeline() -> None:
+    clips = [short_cough(), np.random.default_rng(1).standard_normal(3 * SR).astype(np.float32) * 0.1]
+    today = build_pipeline(AugmentConfig(**LOUDEST), FEATS, clip_s=1.0, eventless=0)
+    zeros = build_pipeline(AugmentConfig(**LOUDEST, pad="zeros"), FEATS, clip_s=1.0, eventless=0)
+    assert "pad" not in [s.name for s in zeros.steps]
+    (a,), _ = today(clips, Y_EVENT_THEN_EVENTLESS, train=True, rng=np.random.default_rng(3))
+    (b,), _ = zeros(clips, Y_EVENT_THEN_EVENTLESS, train=True, rng=np.random.default_rng(3))
+    assert torch.equal(a, b)
+    window = windows_before_features(AugmentConfig(**LOUDEST), clips, Y_EVENT_THEN_EVENTLESS, 3)[0].numpy()
+    np.testing.assert_array_equal(window, np.pad(clips[0], (SR // 4, SR // 4)))  # the event row: centred in zeros
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pad_noise_fills_the_window_at_the_clips_floor(seed: int) -> None:
+    clip = short_cough(seed)
+    aug = AugmentConfig(**LOUDEST, pad="noise")
+    window = windows_before_features(aug, [clip, clip], Y_EVENT_THEN_EVENTLESS, seed)[0].numpy()
+    start = SR // 4
+    np.testing.assert_array_equal(window[start : start + len(clip)], clip)  # the event row stays centred
+    assert not ((window[1:] == 0) & (window[:-1] == 0)).any()  # no run of digital silence
+    pad = np.concatenate([window[:start], window[start + len(clip) :]])
+    level_db = 20 * np.log10(np.sqrt(np.mean(np.square(pad))) / 1e-3)  # the floor: -60 dBFS, within +-6 dB
+    assert -7.0 < level_db < 7.0
+
+
+def test_pad_places_eventless_rows_at_random_and_leaves_long_clips() -> None:
+    impulse = np.zeros(SR // 2, np.float32)
+    impulse[0] = 1.0
+    long = np.arange(3 * SR, dtype=np.float32)
+    aug = AugmentConfig(**LOUDEST, pad="noise")
+    onsets = {int(np.argmax(windows_before_features(aug, [long, impulse], Y_EVENT_THEN_EVENTLESS, s)[1].numpy()))
+              for s in range(8)}
+    assert len(onsets) > 4 and all(0 <= o <= SR // 2 for o in onsets)
+    p = build_pipeline(aug, FEATS, clip_s=1.0, eventless=0)
+    assert step(p, "pad").fn([long], Y_EVENT_THEN_EVENTLESS[:1], np.random.default_rng(0))[0][0] is long
+
+
+def test_pad_background_uses_an_eventless_clip_of_the_batch() -> None:
+    clip = short_cough()
+    hum = tone(1000, 2.0, amp=0.2)  # the eventless row: a 1-kHz tone
+    aug = AugmentConfig(**LOUDEST, pad="background")
+    y = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    window = windows_before_features(aug, [clip, clip, hum], y, 0)[0].numpy()
+    pad = window[: SR // 4]
+    assert abs(20 * np.log10(np.sqrt(np.mean(np.square(pad))) / 1e-3)) < 7.0
+    assert peak_freq(torch.from_numpy(pad.copy())) == pytest.approx(1000, abs=SR / len(pad) * 2)
+    with pytest.raises(ConfigError, match="augment.pad"):
+        build_pipeline(aug, FEATS, clip_s=1.0)
+
+
+def test_pad_of_a_clip_of_digital_silence_is_not_silent() -> None:
+    p = build_pipeline(AugmentConfig(**LOUDEST, pad="noise"), FEATS, clip_s=1.0, eventless=0)
+    (window,), _ = step(p, "pad").fn([np.zeros(SR // 2, np.float32)], Y_EVENT_THEN_EVENTLESS[:1], np.random.default_rng(0))
+    assert np.count_nonzero(window) == SR // 2

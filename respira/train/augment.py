@@ -23,11 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from respira.config import AugmentConfig
+from respira.errors import ConfigError
 from respira.features import FeatureConfig, crop_or_pad, features
 from respira.tasks import TASKS
 
 X = Union[list, torch.Tensor, tuple]
 StepFn = Callable[[X, torch.Tensor, np.random.Generator], tuple[X, torch.Tensor]]
+_SILENT_FLOOR = 1e-4  # -80 dBFS: the pad level of a clip that is digital silence throughout
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,18 @@ def build_pipeline(aug: AugmentConfig, feats: FeatureConfig, *, clip_s: float,
     """
     length = int(round(clip_s * feats.sample_rate))
     device = torch.device(device)
+    if aug.pad == "background" and eventless is None:
+        raise ConfigError("augment.pad: 'background' needs a derived binary task (data.positive / data.negative)")
     mixup = functools.partial(_mixup, alpha=aug.mixup_alpha, p=aug.mixup_p)
+    loudest = aug.crop == "loudest"
     wanted: list[tuple[bool, Step]] = [
-        (aug.shift, Step("shift", True, lambda x, y, rng: (_shift(x, y, rng, length=length, loudest=aug.crop == "loudest",
+        (aug.pad != "zeros", Step("pad", True, lambda x, y, rng: (_pad(
+            x, rng, length=length, frame=feats.sample_rate // 50, fill=aug.pad,
+            placed=_placed_at_random(y, shift=aug.shift, loudest=loudest, eventless=eventless),
+            pool=_eventless_rows(y, eventless)), y))),
+        (aug.shift, Step("shift", True, lambda x, y, rng: (_shift(x, y, rng, length=length, loudest=loudest,
                                                                    eventless=eventless), y))),
-        (aug.crop == "loudest", Step("loudest", False, lambda x, y, rng: ([_loudest(c, length=length) for c in x], y))),
+        (loudest, Step("loudest", False, lambda x, y, rng: ([_loudest(c, length=length) for c in x], y))),
         (True, Step("fit", False, lambda x, y, rng: (_fit(x, length=length, device=device), y))),
         (aug.pitch_shift > 0, Step("pitch_shift", True, lambda x, y, rng: (_pitch_shift(x, rng, semitones=aug.pitch_shift), y))),
         (aug.gain_db > 0, Step("gain", True, lambda x, y, rng: (_gain(x, rng, db=aug.gain_db), y))),
@@ -103,10 +112,66 @@ def _shift(clips: list[np.ndarray], y: torch.Tensor, rng: np.random.Generator, *
            eventless: int | None) -> list[np.ndarray]:
     """Random crops (or placements) of `length`; with `loudest`, crops that keep each clip's loudest
     frame, except for rows of the `eventless` class."""
-    anywhere = np.ones(len(clips), bool) if not loudest else (
-        y[:, eventless].cpu().numpy() > 0.5 if eventless is not None else np.zeros(len(clips), bool))
+    anywhere = _placed_at_random(y, shift=True, loudest=loudest, eventless=eventless)
     return [crop_or_pad(c, length=length, mode="random", rng=rng) if a else _loudest(c, length=length, rng=rng)
             for c, a in zip(clips, anywhere)]
+
+
+def _placed_at_random(y: torch.Tensor, *, shift: bool, loudest: bool, eventless: int | None) -> np.ndarray:
+    """[batch] bool: the rows that `shift` crops or places at random (the others are centred)."""
+    if not shift or (loudest and eventless is None):
+        return np.zeros(len(y), bool)
+    return np.ones(len(y), bool) if not loudest else y[:, eventless].cpu().numpy() > 0.5
+
+
+def _eventless_rows(y: torch.Tensor, eventless: int | None) -> np.ndarray:
+    """Indices of the rows that are (mostly) the `eventless` class; none without one."""
+    return np.flatnonzero(y[:, eventless].cpu().numpy() > 0.5) if eventless is not None else np.zeros(0, int)
+
+
+def _pad(clips: list[np.ndarray], rng: np.random.Generator, *, length: int, frame: int, fill: str,
+         placed: np.ndarray, pool: np.ndarray) -> list[np.ndarray]:
+    """Clips shorter than `length` set into a window of `length` whose rest is `fill` ("noise":
+    white noise; "background": a random stretch of a `pool` clip other than itself, white noise
+    when there is none) at the clip's floor level (`_floor`) +-6 dB, so never all digital silence.
+    Placed at random for the `placed` rows, else centred, as the shift and fit steps would place them."""
+    out = []
+    for i, clip in enumerate(clips):
+        n = len(clip)
+        if n >= length:
+            out.append(clip)
+            continue
+        offset = int(rng.integers(0, length - n + 1)) if placed[i] else (length - n) // 2
+        others = pool[pool != i] if fill == "background" else pool[:0]
+        bed = _stretch(clips[int(rng.choice(others))], rng, length=length) if len(others) else None
+        if bed is None:
+            bed = rng.standard_normal(length, dtype=np.float32)
+        level = _floor(clip, frame=frame) * 10 ** (rng.uniform(-6.0, 6.0) / 20)
+        window = (bed * np.float32(level)).astype(np.float32)
+        window[offset : offset + n] = clip
+        out.append(window)
+    return out
+
+
+def _stretch(clip: np.ndarray, rng: np.random.Generator, *, length: int) -> np.ndarray | None:
+    """A random [length] stretch of `clip` (repeated if shorter) scaled to RMS 1; None if silent."""
+    clip = np.asarray(clip, np.float32)
+    if len(clip) < length:
+        clip = np.tile(clip, -(-length // max(1, len(clip))))
+    start = int(rng.integers(0, len(clip) - length + 1))
+    stretch = clip[start : start + length]
+    rms = float(np.sqrt(np.mean(np.square(stretch, dtype=np.float64))))
+    return stretch / np.float32(rms) if rms > 0 else None
+
+
+def _floor(clip: np.ndarray, *, frame: int) -> float:
+    """The clip's floor level: the 10th percentile of its `frame`-sample frame RMS, over the frames
+    that are not digital silence (-80 dBFS when all of it is)."""
+    y = np.asarray(clip, np.float64)
+    frames = y[: len(y) // frame * frame].reshape(-1, frame) if len(y) >= frame else y[None]
+    rms = np.sqrt(np.mean(np.square(frames), axis=1))
+    rms = rms[rms > 0]
+    return float(np.percentile(rms, 10)) if len(rms) else _SILENT_FLOOR
 
 
 def _loudest(clip: np.ndarray, *, length: int, rng: np.random.Generator | None = None) -> np.ndarray:

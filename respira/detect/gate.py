@@ -132,6 +132,7 @@ class ActiveTime:
         self.frames = 0  # flags seen
         self._run: int | None = None  # the first frame of a loud run still open at the last flag
         self._closed: list[tuple[float, float]] = []  # regions no later run can widen
+        self._closed_s = 0.0  # their seconds (all before the last frame), so `seconds` does not re-add them
         self._open: tuple[float, float] | None = None  # the last region
 
     def add(self, flags: np.ndarray) -> None:
@@ -153,8 +154,9 @@ class ActiveTime:
         return self._closed + closed + ([last] if last else [])
 
     def seconds(self, duration_s: float) -> float:
-        """Seconds of `regions()` within the first `duration_s` seconds."""
-        return sum(max(0.0, min(b, duration_s) - a) for a, b in self.regions())
+        """Seconds of `regions()` within the first `duration_s` seconds (at least the frames seen)."""
+        closed, last = self._merged()
+        return sum((max(0.0, min(b, duration_s) - a) for a, b in closed + ([last] if last else [])), self._closed_s)
 
     def _merged(self) -> tuple[list[tuple[float, float]], tuple[float, float] | None]:
         """(the regions the open run closes, the last region) with the open run ended at the last frame."""
@@ -167,6 +169,7 @@ class ActiveTime:
         closed, self._open = self._merge(self._open, a, b)
         if closed:
             self._closed.append(closed)
+            self._closed_s += closed[1] - closed[0]
 
     def _merge(self, last: tuple[float, float] | None, a: int, b: int):
         """Frames [a, b) after region `last` -> (the region this closes or None, the last region)."""

@@ -894,9 +894,14 @@ def _warner(reader: _Reader) -> Callable[[_Salvage], None]:
     return lambda s: warnings.warn(f"{reader.name}: {s.message(sr=reader.sr)}", AudioWarning, stacklevel=4)
 
 
+def stream_resampler(*, orig_sample_rate: int, sample_rate: int) -> soxr.ResampleStream:
+    """The resampler of streamed mono float32 audio (soxr HQ): feed it with resample_chunk(y, last=...)."""
+    return soxr.ResampleStream(orig_sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
+
+
 def resample_stream(blocks: Iterable[np.ndarray], *, orig_sample_rate: int, sample_rate: int) -> Iterator[np.ndarray]:
     """One continuous soxr HQ resampling over consecutive blocks; the same output as `resample` on their join."""
-    resampler = soxr.ResampleStream(orig_sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
+    resampler = stream_resampler(orig_sample_rate=orig_sample_rate, sample_rate=sample_rate)
     for y in blocks:
         out = resampler.resample_chunk(y, last=False)
         if len(out):

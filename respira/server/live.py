@@ -1,7 +1,7 @@
 """The live night monitor: the page at /live streams the microphone to the WebSocket /api/v1/live.
 
 Each monitoring session is a `LiveSession`: it decodes the page's numbered PCM blocks, resamples
-them to the model's rate (soxr HQ, as `respira.audio.resample_stream`) and pushes them into a
+them to the model's rate (`respira.audio.stream_resampler`) and pushes them into a
 `respira.monitor.SessionWriter`, the detector and store of `respira monitor`, so every event is
 committed to the server's database (`ServerSettings.db`) the moment it is final. A session
 outlives its connection: the page reconnects with the session's id and resends what was not
@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from respira import store
+from respira.audio import stream_resampler
 from respira.detect.config import detect_config
 from respira.detect.events import Event
 from respira.detect.pipeline import check_scorer
@@ -64,8 +64,7 @@ class LiveSession:
     def __init__(self, writer: SessionWriter, *, encoding: str, input_rate: int) -> None:
         self.writer, self.encoding, self.input_rate = writer, encoding, input_rate
         rate = writer.detector.sample_rate
-        self.resampler = None if input_rate == rate else soxr.ResampleStream(input_rate, rate, 1, dtype="float32",
-                                                                             quality="HQ")
+        self.resampler = None if input_rate == rate else stream_resampler(orig_sample_rate=input_rate, sample_rate=rate)
         self.messages: list[dict] = []  # the session's events as the page gets them
         writer.on_event = lambda e, wall: self.messages.append(event_message(e, wall))
         self.next_seq = 0

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,8 +60,9 @@ def evaluate(model: Model | str | os.PathLike, manifest: pd.DataFrame | str | os
     if left_out:
         log(_left_out_note(left_out))
     pred, failures = manifest_predictions(scorer, rows, batch_size=batch_size, progress=progress, where=where)
-    metrics = evaluate_predictions(pred, out=Path(out), model_name=scorer.name, n_boot=n_boot)
-    return Evaluation(metrics=_record_left_out(metrics, left_out, out=Path(out)), failures=tuple(failures))
+    metrics = evaluate_predictions(pred, out=Path(out), model_name=scorer.name, n_boot=n_boot,
+                                   extra={"left_out_labels": left_out})
+    return Evaluation(metrics=metrics, failures=tuple(failures))
 
 
 def select_rows(table: pd.DataFrame, split: str, *, where: str) -> tuple[pd.DataFrame, str]:
@@ -112,13 +112,6 @@ def _left_out_note(left_out: dict[str, int]) -> str:
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{label or '(empty)'} {n}" for label, n in counts.items())
-
-
-def _record_left_out(metrics: dict, left_out: dict[str, int], *, out: Path) -> dict:
-    """metrics with "left_out_labels", written back to out/metrics.json."""
-    metrics = {**metrics, "left_out_labels": left_out}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    return metrics
 
 
 def manifest_predictions(model: Model, rows: pd.DataFrame, *, batch_size: int = 32, progress: bool = False,

@@ -10,10 +10,10 @@ manifest's subjects with all their rows when it names any (see `bootstrap`), els
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -114,7 +114,8 @@ class _Outcome:
 
 
 def evaluate_predictions(
-    pred: Predictions, *, out: Path, model_name: str = "", n_boot: int = 1000, seed: int = 0
+    pred: Predictions, *, out: Path, model_name: str = "", n_boot: int = 1000, seed: int = 0,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict:
     """Evaluate `pred` and write to `out`: metrics.json, predictions.csv, the task's figures
     (confusion_matrix.png, roc.png, calibration.png; scatter.png for regression) and report.md.
@@ -124,7 +125,8 @@ def evaluate_predictions(
     (the units resampled; rows for the row bootstrap), plus "per_class",
     "confusion_matrix" (classification), "groups" (per metadata column and value), "calibration"
     (reliability bins, confidence of right / wrong answers, most confident mistakes),
-    "confound" (`confound_check` of the manifest; None for regression), "data" and "params".
+    "confound" (`confound_check` of the manifest; None for regression), "data", "params" and
+    the entries of `extra` (what the caller knows about the rows, e.g. labels left out).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,6 +160,7 @@ def evaluate_predictions(
         "seed": seed,
         "respira_version": respira.__version__,
     }
+    metrics.update(extra or {})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     outcome.table.to_csv(out / "predictions.csv", index=False)
     (out / "report.md").write_text(render_report(metrics, figures=outcome.figures))

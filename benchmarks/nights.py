@@ -52,7 +52,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +97,7 @@ def held_out(*, model: str, config: Path | None, split: str) -> set[str]:
     """The subjects on the `split` side of the split that trained `model` (see the module docstring)."""
     from respira.bundle import read_meta
     from respira.config import config_from_dict, load_config
-    from respira.train.dataset import assign_splits, load_sources, select_rows
+    from respira.train.dataset import subjects_in_split
 
     if config is not None:
         cfg = load_config(config)
@@ -107,11 +106,7 @@ def held_out(*, model: str, config: Path | None, split: str) -> set[str]:
         if raw is None:
             sys.exit(f"{model} does not say how it was trained; pass --config")
         cfg = config_from_dict(raw)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the importers' notes on the training data
-        table, _ = select_rows(load_sources(cfg.data.sources), cfg)
-        table = assign_splits(table, cfg)
-    return set(table.loc[table["split"] == split, "subject"].astype(str))
+    return subjects_in_split(cfg, split)
 
 
 def pools(*, subjects: set[str], sides: Path) -> dict[str, list[Clip]]:

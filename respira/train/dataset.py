@@ -176,6 +176,16 @@ def select_rows(table: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, tuple[s
     return table, classes
 
 
+def subjects_in_split(cfg: Config, split: str) -> set[str]:
+    """The subjects that training with `cfg` puts on `split` (train, val or test), found as training
+    finds them but without decoding audio (so rows it would find unreadable are still counted)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # the importers' notes on the training data
+        table, _ = select_rows(load_sources(cfg.data.sources), cfg)
+        table = assign_splits(table, cfg)
+    return set(table.loc[table["split"] == split, "subject"].astype(str))
+
+
 def assign_splits(table: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     """Subject-disjoint train / val / test in column `split`; splits the manifest names are kept.
 
